@@ -24,6 +24,13 @@ type SourceOptions struct {
 	// descends into every directory, like systemd's tar export; symlinks
 	// are never followed either way.
 	OneFileSystem bool
+	// HardDereference emits every name of a multiply linked file as a
+	// regular file with its content, never as a hard link (GNU tar
+	// --hard-dereference). Use it where hard links are an accident of
+	// storage rather than part of the tree, as in the Nix store, where
+	// `nix-store --optimise` links identical files: the output then does not
+	// depend on whether or how the store was optimised.
+	HardDereference bool
 }
 
 // Source yields the entries of a directory tree: first the root ".", then
@@ -32,6 +39,7 @@ type SourceOptions struct {
 type Source struct {
 	log     *slog.Logger
 	oneFS   bool
+	deref   bool
 	rootFd  int
 	rootDev uint64
 	started bool
@@ -72,6 +80,7 @@ func NewSource(dir string, opts SourceOptions) (*Source, error) {
 	return &Source{
 		log:     log,
 		oneFS:   opts.OneFileSystem,
+		deref:   opts.HardDereference,
 		rootFd:  fd,
 		rootDev: st.Dev,
 		links:   make(map[fileID]string),
@@ -350,7 +359,7 @@ func (s *Source) symlink(f *frame, base, name string, st *unix.Stat_t) (*formats
 // was already emitted under another name, and otherwise remembers the name
 // for later links to the same inode.
 func (s *Source) hardlink(name string, st *unix.Stat_t) *formats.Entry {
-	if st.Nlink <= 1 {
+	if st.Nlink <= 1 || s.deref {
 		return nil
 	}
 	if e := s.seen(name, st); e != nil {
@@ -362,7 +371,7 @@ func (s *Source) hardlink(name string, st *unix.Stat_t) *formats.Entry {
 
 // seen returns a TypeLink entry if the inode of st was emitted before.
 func (s *Source) seen(name string, st *unix.Stat_t) *formats.Entry {
-	if st.Nlink <= 1 {
+	if st.Nlink <= 1 || s.deref {
 		return nil
 	}
 	first, ok := s.links[fileID{dev: st.Dev, ino: st.Ino}]
