@@ -3,6 +3,7 @@ package imageroot
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -83,27 +84,38 @@ type InstallOptions struct {
 // missing image.
 func (r *Root) Install(work, name string, opts InstallOptions) error {
 	if opts.ReadOnly {
+		// Probe before anything is moved: a file system without
+		// FS_IMMUTABLE_FL must fail the job, not leave a writable image.
 		if err := SetImmutable(work, true); err != nil {
+			return fmt.Errorf("cannot mark %s read-only in %s: %w", name, r.Dir, err)
+		}
+		// An immutable directory cannot be renamed; set it again below.
+		if err := SetImmutable(work, false); err != nil {
 			return fmt.Errorf("marking %s read-only: %w", name, err)
 		}
 	}
 	dst := r.Path(name)
 	err := unix.Renameat2(unix.AT_FDCWD, work, unix.AT_FDCWD, dst, unix.RENAME_NOREPLACE)
-	if err == nil {
-		return nil
-	}
-	if !errors.Is(err, unix.EEXIST) {
+	switch {
+	case err == nil:
+	case !errors.Is(err, unix.EEXIST):
 		return fmt.Errorf("installing %s: %w", name, err)
-	}
-	if !opts.Force {
+	case !opts.Force:
 		return fmt.Errorf("image %q already exists in %s (use --force to replace it)", name, r.Dir)
+	default:
+		_ = SetImmutable(dst, false) // a read-only image cannot be swapped out otherwise
+		if err := unix.Renameat2(unix.AT_FDCWD, work, unix.AT_FDCWD, dst, unix.RENAME_EXCHANGE); err != nil {
+			return fmt.Errorf("replacing %s: %w", name, err)
+		}
+		// work now holds the old image.
+		if err := RemoveTree(work); err != nil {
+			r.Log.Warn("could not remove replaced image", "path", work, "err", err)
+		}
 	}
-	if err := unix.Renameat2(unix.AT_FDCWD, work, unix.AT_FDCWD, dst, unix.RENAME_EXCHANGE); err != nil {
-		return fmt.Errorf("replacing %s: %w", name, err)
-	}
-	// work now holds the old image.
-	if err := RemoveTree(work); err != nil {
-		r.Log.Warn("could not remove replaced image", "path", work, "err", err)
+	if opts.ReadOnly {
+		if err := SetImmutable(dst, true); err != nil {
+			return fmt.Errorf("marking %s read-only: %w", name, err)
+		}
 	}
 	return nil
 }
@@ -168,11 +180,15 @@ func SetImmutable(p string, on bool) error {
 }
 
 // Lock takes an exclusive lock on name, so that two berth operations on one
-// image never race. It waits until the lock is free or ctx ends. The lock file
-// is hidden (".#name.lck") and stays in the image root; the lock is released
-// by calling the returned function (or by the process exiting).
+// image never race. It waits until the lock is free or ctx ends. Lock files
+// live in /run/berth/locks (or $XDG_RUNTIME_DIR when not root), not in the
+// image root, which therefore holds nothing but images; the lock is released
+// by calling the returned function, or by the process exiting.
 func (r *Root) Lock(ctx context.Context, name string) (unlock func(), err error) {
-	p := filepath.Join(r.Dir, ".#"+name+".lck")
+	p, err := r.lockPath(name)
+	if err != nil {
+		return nil, err
+	}
 	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("lock for %s: %w", name, err)
@@ -198,6 +214,26 @@ func (r *Root) Lock(ctx context.Context, name string) (unlock func(), err error)
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+func (r *Root) lockPath(name string) (string, error) {
+	base := "/run/berth/locks"
+	if os.Geteuid() != 0 {
+		if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
+			base = filepath.Join(d, "berth", "locks")
+		} else {
+			base = filepath.Join(os.TempDir(), fmt.Sprintf("berth-%d", os.Geteuid()), "locks")
+		}
+	}
+	if err := os.MkdirAll(base, 0o700); err != nil {
+		return "", fmt.Errorf("lock directory: %w", err)
+	}
+	abs, err := filepath.Abs(r.Dir)
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256([]byte(abs + "\x00" + name))
+	return filepath.Join(base, hex.EncodeToString(sum[:12])+".lck"), nil
 }
 
 // IsOSTree reports whether dir looks like an operating system tree: it has
