@@ -1,0 +1,157 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/berth-dev/berth/formats/compress"
+	"github.com/berth-dev/berth/internal/atomicfile"
+	"github.com/berth-dev/berth/internal/imageroot"
+	"github.com/berth-dev/berth/pull"
+)
+
+func (a *app) importTarCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "import-tar FILE|- [NAME]",
+		Short: "Unpack a tarball (any compression) into the image root as NAME",
+		Long: `Unpack a tarball into a hidden work directory in the image root and rename it
+to NAME only when complete. Compression (xz, gzip, bzip2, zstd or none) is
+detected from the content. NAME defaults to the file name without its suffixes.`,
+		Args: rangeArgs(1, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			file := args[0]
+			var name string
+			if len(args) == 2 {
+				name = args[1]
+			} else if file == "-" {
+				return usagef("import-tar from standard input needs a NAME")
+			} else {
+				name = imageroot.TarName(file)
+			}
+			if err := imageroot.ValidName(name); err != nil {
+				return usageError{err}
+			}
+			in, size, closeIn, err := a.openInput(file)
+			if err != nil {
+				return err
+			}
+			defer closeIn()
+			root, err := a.openRoot()
+			if err != nil {
+				return err
+			}
+			prog := a.progress(ctx)
+			bar := prog.Bar("import "+name, size)
+			err = pull.ImportTar(ctx, root, bar.Reader(in), name, pull.ImportOptions{
+				InstallOptions: imageroot.InstallOptions{Force: a.force, ReadOnly: a.readOnly},
+				Log:            a.log,
+			})
+			bar.Done(err == nil)
+			prog.Wait()
+			return err
+		},
+	}
+}
+
+// openInput opens FILE, or standard input for "-". size is -1 when unknown.
+func (a *app) openInput(file string) (r io.Reader, size int64, closeFn func(), err error) {
+	if file == "-" {
+		return a.stdin, -1, func() {}, nil
+	}
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, 0, nil, err
+	}
+	size = -1
+	if st, err := f.Stat(); err == nil && st.Mode().IsRegular() {
+		size = st.Size()
+	}
+	return f, size, func() { f.Close() }, nil
+}
+
+// tarOutputKinds maps tarball suffixes to their compression.
+var tarOutputKinds = []struct {
+	suffix string
+	kind   compress.Kind
+}{
+	{".tar", compress.None},
+	{".tar.xz", compress.Xz},
+	{".txz", compress.Xz},
+	{".tar.zst", compress.Zstd},
+	{".tar.gz", compress.Gzip},
+	{".tgz", compress.Gzip},
+}
+
+// tarKindFor picks the compression of an output tarball: --format wins, then
+// the suffix; standard output is uncompressed unless --format says otherwise.
+func tarKindFor(file, format string) (compress.Kind, error) {
+	if format != "" {
+		k, err := compress.ParseKind(format)
+		if err != nil {
+			return "", usageError{err}
+		}
+		if k == compress.Bzip2 {
+			return "", usagef("--format bzip2: berth reads bzip2 but does not write it; use xz, zstd or gzip")
+		}
+		return k, nil
+	}
+	if file == "-" {
+		return compress.None, nil
+	}
+	for _, s := range tarOutputKinds {
+		if strings.HasSuffix(file, s.suffix) {
+			return s.kind, nil
+		}
+	}
+	return "", usagef("cannot tell the format of %q from its suffix: use .tar, .tar.xz, .tar.zst or .tar.gz, or --format", file)
+}
+
+// resolveMachine turns NAME|DIR into a directory: an argument with a slash
+// (or "." / "..") is a path, anything else an image in the image root.
+func (a *app) resolveMachine(arg string) (string, error) {
+	if strings.ContainsRune(arg, '/') || arg == "." || arg == ".." {
+		st, err := os.Stat(arg)
+		if err != nil {
+			return "", err
+		}
+		if !st.IsDir() {
+			return "", fmt.Errorf("%s is not a directory", arg)
+		}
+		return arg, nil
+	}
+	if err := imageroot.ValidName(arg); err != nil {
+		return "", usageError{err}
+	}
+	p := filepath.Join(a.imageRoot, arg)
+	st, err := os.Stat(p)
+	if err != nil {
+		return "", fmt.Errorf("no image %q in %s (give a path containing \"/\" to export a directory)", arg, a.imageRoot)
+	}
+	if !st.IsDir() {
+		return "", fmt.Errorf("image %q in %s is not a directory tree", arg, a.imageRoot)
+	}
+	return p, nil
+}
+
+// writeOutput runs write against FILE so that FILE appears only when write
+// succeeds, or against standard output for "-".
+func (a *app) writeOutput(file string, write func(io.Writer) error) error {
+	if file == "-" {
+		return write(a.stdout)
+	}
+	f, err := atomicfile.Create(file, a.force)
+	if err != nil {
+		return err
+	}
+	defer f.Abort()
+	if err := write(f); err != nil {
+		return err
+	}
+	return f.Commit()
+}

@@ -1,0 +1,58 @@
+package pull
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/berth-dev/berth/formats/dirtree"
+	"github.com/berth-dev/berth/internal/imageroot"
+)
+
+// ImportFS copies the directory tree dir (owners, modes, xattrs, hard
+// links, device nodes) into a hidden work directory in the image root and
+// installs it as name. The copy stays on dir's file system (mount points
+// inside it are not descended, as systemd-import-fs does).
+func ImportFS(ctx context.Context, root *imageroot.Root, dir, name string, opts ImportOptions) (err error) {
+	log := opts.Log
+	if log == nil {
+		log = root.Log
+	}
+	if err := imageroot.ValidName(name); err != nil {
+		return err
+	}
+	unlock, err := root.Lock(ctx, name)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if !opts.Force && (root.Exists(name) || root.Exists(name+".raw")) {
+		return fmt.Errorf("image %q already exists in %s (use --force to replace it)", name, root.Dir)
+	}
+	src, err := dirtree.NewSource(dir, dirtree.SourceOptions{Logger: log, OneFileSystem: true})
+	if err != nil {
+		return fmt.Errorf("reading %s: %w", dir, err)
+	}
+	defer src.Close()
+	work, err := root.WorkDir(name)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			if rerr := imageroot.RemoveTree(work); rerr != nil {
+				log.Warn("could not remove work directory", "path", work, "err", rerr)
+			}
+		}
+	}()
+	if err := Unpack(ctx, work, src, log); err != nil {
+		return fmt.Errorf("copying %s: %w", dir, err)
+	}
+	if work, err = imageroot.MangleOSTree(work); err != nil {
+		return fmt.Errorf("copying %s: %w", dir, err)
+	}
+	if err := root.Install(work, name, opts.InstallOptions); err != nil {
+		return err
+	}
+	log.Info("imported", "image", name, "from", dir, "path", root.Path(name))
+	return nil
+}

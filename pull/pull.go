@@ -1,0 +1,488 @@
+package pull
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"github.com/berth-dev/berth/formats"
+	"github.com/berth-dev/berth/formats/compress"
+	"github.com/berth-dev/berth/internal/ctxio"
+	"github.com/berth-dev/berth/internal/imageroot"
+	"github.com/berth-dev/berth/internal/progress"
+)
+
+// ImageType says what a pull produces: a directory tree or a raw disk image.
+type ImageType string
+
+// The image types.
+const (
+	Tar ImageType = "tar"
+	Raw ImageType = "raw"
+)
+
+// DefaultName derives the local image name from a URL as systemd does: the
+// last path component with the tar (or raw) suffixes stripped.
+func DefaultName(typ ImageType, rawURL string) (string, error) {
+	base, err := URLFileName(rawURL)
+	if err != nil {
+		return "", err
+	}
+	if typ == Raw {
+		return imageroot.RawName(base), nil
+	}
+	return imageroot.TarName(base), nil
+}
+
+// PullOptions say how an image is fetched, verified and installed.
+type PullOptions struct {
+	ImportOptions
+	Verify Verify
+	// Keyrings are OpenPGP keyring files. Nil means the systemd default
+	// rings (verify.DefaultKeyrings).
+	Keyrings []string
+	// CosignKey is a PEM public key; when set, "<checksum file>.sig" must
+	// exist and verify.
+	CosignKey []byte
+	// NoSettings skips the ".nspawn" settings file.
+	NoSettings bool
+	// KeepDownload keeps the verified download in a cache in the image
+	// root; a later pull of the same URL uses it after verifying it again.
+	KeepDownload bool
+	HTTP         HTTPOptions
+	Progress     *progress.Progress
+}
+
+// Pull downloads rawURL, unpacks it into a hidden work directory (Tar) or
+// hidden sparse file (Raw) in the image root while hashing the compressed
+// bytes, verifies the result, and only then installs it as name (Raw:
+// name.raw), with its settings file as name.nspawn. On any failure or
+// cancellation nothing is left behind.
+func Pull(ctx context.Context, root *imageroot.Root, typ ImageType, rawURL, name string, opts PullOptions) (err error) {
+	log := opts.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	opts.Log = log
+	if opts.HTTP.Log == nil {
+		opts.HTTP.Log = log
+	}
+	fileName, err := URLFileName(rawURL)
+	if err != nil {
+		return err
+	}
+	if err := imageroot.ValidName(name); err != nil {
+		return err
+	}
+	if typ != Tar && typ != Raw {
+		return fmt.Errorf("unknown image type %q", typ)
+	}
+	v := opts.Verify
+	if v.Mode == "" {
+		v.Mode = VerifySignature
+	}
+	if v.Mode == VerifySignature || v.Mode == VerifyChecksum {
+		if strings.HasSuffix(fileName, ".sha256") || fileName == "SHA256SUMS" || strings.HasPrefix(fileName, "SHA256SUMS.") {
+			return fmt.Errorf("%s is a checksum or signature file, not an image", rawURL)
+		}
+	}
+	var trust *trustAnchors
+	if v.Mode == VerifySignature {
+		if trust, err = loadTrust(opts.Keyrings, opts.CosignKey); err != nil {
+			return err
+		}
+	}
+	unlock, err := root.Lock(ctx, name)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	target := name
+	if typ == Raw {
+		target = name + ".raw"
+	}
+	if !opts.Force {
+		for _, n := range []string{name, name + ".raw"} {
+			if root.Exists(n) {
+				return fmt.Errorf("image %q already exists in %s (use --force to replace it)", name, root.Dir)
+			}
+		}
+	}
+
+	fetch := NewFetcher(opts.HTTP)
+	auxCtx, cancelAux := context.WithCancel(ctx)
+	p := &puller{
+		ctx: ctx, auxCtx: auxCtx, root: root, typ: typ, url: rawURL, file: fileName, name: name,
+		opts: opts, verify: v, trust: trust, fetch: fetch, log: log,
+	}
+	// Auxiliary files come in parallel with the image, as in systemd.
+	aux := p.startAux()
+	defer aux.wait()
+	defer cancelAux() // on an early return, stop the auxiliary fetches first
+
+	stage(log, "download", "url", rawURL, "image", name)
+	res, err := p.receive(aux)
+	if err != nil {
+		return err
+	}
+	defer res.cleanup()
+
+	aux.wait()
+	stage(log, "verify", "image", name, "mode", string(v.Mode), "sha256", res.digest)
+	if err := p.check(res.digest, aux); err != nil {
+		return err
+	}
+	if err := res.keep(); err != nil {
+		log.Warn("could not keep the download in the cache", "err", err)
+	}
+
+	stage(log, "install", "image", name, "path", root.Path(target))
+	path := res.path
+	if typ == Tar {
+		if path, err = imageroot.MangleOSTree(path); err != nil {
+			return fmt.Errorf("unpacking %s: %w", name, err)
+		}
+		res.path = path
+	}
+	if err := root.Install(path, target, opts.InstallOptions); err != nil {
+		return err
+	}
+	res.path = "" // installed: nothing to clean up
+	if aux.settings != nil {
+		if err := installSettings(root, name, aux.settings, opts.Force, log); err != nil {
+			return err
+		}
+	}
+	log.Info("pulled", "image", name, "path", root.Path(target), "sha256", res.digest, "bytes", res.size)
+	return nil
+}
+
+// stage logs the start of one step of a job (download, verify, install),
+// one event each, for CI logs and --log-format=json.
+func stage(log *slog.Logger, name string, args ...any) {
+	log.Info("stage "+name, append([]any{"stage", name}, args...)...)
+}
+
+type puller struct {
+	ctx    context.Context
+	auxCtx context.Context
+	root   *imageroot.Root
+	typ    ImageType
+	url    string
+	file   string
+	name   string
+	opts   PullOptions
+	verify Verify
+	trust  *trustAnchors
+	fetch  *Fetcher
+	log    *slog.Logger
+}
+
+// auxFiles are the small files fetched next to the image.
+type auxFiles struct {
+	once     sync.Once
+	done     chan struct{}
+	settings []byte // nil: none
+	sums     []byte // checksum file content
+	sumsName string // "FILE.sha256" or "SHA256SUMS"
+	sumsURL  string
+	pgpSig   []byte
+	pgpName  string
+	cosign   []byte
+	err      error
+}
+
+func (a *auxFiles) wait() { <-a.done }
+
+func (p *puller) sibling(name string) string {
+	u, _ := SiblingURL(p.url, name) // p.url was validated by URLFileName
+	return u
+}
+
+func (p *puller) startAux() *auxFiles {
+	a := &auxFiles{done: make(chan struct{})}
+	ctx := p.auxCtx
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	setErr := func(err error) {
+		mu.Lock()
+		if a.err == nil {
+			a.err = err
+		}
+		mu.Unlock()
+	}
+	if !p.opts.NoSettings && p.verify.Mode != VerifyHash {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			stripped := imageroot.TarName(p.file)
+			if p.typ == Raw {
+				stripped = imageroot.RawName(p.file)
+			}
+			b, err := p.fetch.FetchSmall(ctx, p.sibling(stripped+".nspawn"), auxLimit)
+			switch {
+			case errors.Is(err, ErrNotFound):
+				p.log.Info("no settings file next to the image", "url", p.sibling(stripped+".nspawn"))
+			case err != nil:
+				setErr(fmt.Errorf("settings file: %w", err))
+			default:
+				a.settings = b
+			}
+		}()
+	}
+	if p.verify.Mode == VerifyChecksum || p.verify.Mode == VerifySignature {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a.sumsName = p.file + ".sha256"
+			a.sumsURL = p.sibling(a.sumsName)
+			b, err := p.fetch.FetchSmall(ctx, a.sumsURL, auxLimit)
+			if errors.Is(err, ErrNotFound) {
+				a.sumsName = "SHA256SUMS"
+				a.sumsURL = p.sibling(a.sumsName)
+				b, err = p.fetch.FetchSmall(ctx, a.sumsURL, auxLimit)
+			}
+			if err != nil {
+				if errors.Is(err, ErrNotFound) {
+					err = fmt.Errorf("neither %s.sha256 nor SHA256SUMS exists next to the image: cannot verify (use --verify=no to skip)", p.file)
+				}
+				setErr(fmt.Errorf("checksum file: %w", err))
+				return
+			}
+			a.sums = b
+			if p.verify.Mode != VerifySignature {
+				return
+			}
+			if p.trust.keyring != nil {
+				names := []string{a.sumsName + ".gpg", a.sumsName + ".asc"}
+				if a.sumsName != "SHA256SUMS" {
+					names = []string{a.sumsName + ".asc", a.sumsName + ".gpg"}
+				}
+				for _, n := range names {
+					b, err := p.fetch.FetchSmall(ctx, p.sibling(n), auxLimit)
+					if errors.Is(err, ErrNotFound) {
+						continue
+					}
+					if err != nil {
+						setErr(fmt.Errorf("signature file: %w", err))
+						return
+					}
+					a.pgpSig, a.pgpName = b, n
+					break
+				}
+			}
+			if p.trust.cosign != nil {
+				b, err := p.fetch.FetchSmall(ctx, p.sibling(a.sumsName+".sig"), auxLimit)
+				if err != nil && !errors.Is(err, ErrNotFound) {
+					setErr(fmt.Errorf("signature file: %w", err))
+					return
+				}
+				a.cosign = b
+			}
+		}()
+	}
+	go func() {
+		wg.Wait()
+		close(a.done)
+	}()
+	return a
+}
+
+// received is an unpacked but unverified download.
+type received struct {
+	path   string // work directory or hidden raw file; "" once installed
+	digest string // sha256 of the bytes as downloaded
+	size   int64
+	keep   func() error // files the download in the cache
+	drop   func()       // discards the cache copy unless kept
+	log    *slog.Logger
+}
+
+func (r *received) cleanup() {
+	r.drop()
+	if r.path == "" {
+		return
+	}
+	if err := imageroot.RemoveTree(r.path); err != nil {
+		r.log.Warn("could not remove work files", "path", r.path, "err", err)
+	}
+	r.path = ""
+}
+
+// receive runs the one streaming pass: download (or cached copy) → sha256
+// (and the cache file) → decompress → unpack into a hidden work path.
+func (p *puller) receive(aux *auxFiles) (_ *received, err error) {
+	res := &received{log: p.log, keep: func() error { return nil }, drop: func() {}}
+	defer func() {
+		if err != nil {
+			res.cleanup()
+		}
+	}()
+	var cache *cacheEntry
+	if p.opts.KeepDownload {
+		cache = openCache(p.root, p.url, p.log)
+	}
+	var src io.Reader
+	var size int64 = -1
+	label := p.file
+	if cached := p.cacheHit(cache, aux); cached != nil {
+		defer cached.Close()
+		src = cached
+		if st, err := cached.Stat(); err == nil {
+			size = st.Size()
+		}
+		label += " (cached)"
+	} else {
+		var etags []string
+		if cache != nil {
+			etags = cache.etags()
+		}
+		d, err := p.openImage(etags)
+		if err != nil {
+			return nil, err
+		}
+		defer d.Close()
+		if d.NotModified {
+			f := cache.byETag(d.ETag)
+			if f == nil {
+				return nil, fmt.Errorf("%s: server answered 304 Not Modified for an ETag berth has no copy of", p.url)
+			}
+			defer f.Close()
+			p.log.Info("image not modified on the server: using the cached download (it is verified again)", "url", p.url)
+			src = f
+			if st, err := f.Stat(); err == nil {
+				size = st.Size()
+			}
+			label += " (cached)"
+		} else {
+			if d.FinalURL != p.url {
+				p.log.Info("redirected", "url", p.url, "to", d.FinalURL)
+			}
+			src, size = d, d.Size
+			if cache != nil {
+				w, keep, err := cache.writer(d.ETag)
+				if err != nil {
+					p.log.Warn("download cache unavailable", "err", err)
+				} else {
+					src = io.TeeReader(src, w)
+					res.keep = func() error { return keep(res.digest) }
+					res.drop = func() { _ = keep("") }
+				}
+			}
+		}
+	}
+
+	bar := p.opts.Progress.Bar(label, size)
+	defer func() { bar.Done(err == nil) }()
+	h := sha256.New()
+	var n int64
+	counted := &countingReader{r: io.TeeReader(ctxio.Reader(p.ctx, bar.Reader(src)), h), n: &n}
+
+	dr, kind, err := compress.NewReader(counted)
+	if errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("%s: the download is empty", p.url)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", p.url, err)
+	}
+	defer dr.Close()
+	p.log.Debug("receiving", "url", p.url, "compression", kind)
+
+	switch p.typ {
+	case Tar:
+		work, err := p.root.WorkDir(p.name)
+		if err != nil {
+			return nil, err
+		}
+		res.path = work
+		if err := Unpack(p.ctx, work, formats.NewTarSource(dr), p.log); err != nil {
+			return nil, fmt.Errorf("%s: %w", p.url, err)
+		}
+	case Raw:
+		f, err := rawWorkFile(p.root, p.name)
+		if err != nil {
+			return nil, err
+		}
+		res.path = f.Name()
+		if _, err := WriteSparse(f, ctxio.Reader(p.ctx, dr)); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("%s: %w", p.url, err)
+		}
+		if err := f.Close(); err != nil {
+			return nil, fmt.Errorf("writing %s: %w", res.path, err)
+		}
+	}
+	// The decoders are strict about what follows the data; drain anything
+	// left so the digest covers every byte that was downloaded.
+	if _, err := io.Copy(io.Discard, counted); err != nil {
+		return nil, fmt.Errorf("reading %s: %w", p.url, err)
+	}
+	res.digest = hex.EncodeToString(h.Sum(nil))
+	res.size = n
+	return res, nil
+}
+
+// openImage opens the image download, retrying failures to connect.
+func (p *puller) openImage(etags []string) (*Download, error) {
+	var last error
+	for attempt := 0; attempt <= p.fetch.opts.Retries; attempt++ {
+		if attempt > 0 {
+			if err := sleepCtx(p.ctx, backoff(attempt)); err != nil {
+				return nil, err
+			}
+			p.log.Warn("retrying", "url", p.url, "err", last, "attempt", attempt)
+		}
+		d, err := p.fetch.Open(p.ctx, p.url, etags)
+		if err == nil {
+			return d, nil
+		}
+		if !retryable(p.ctx, err) {
+			if errors.Is(err, ErrNotFound) {
+				return nil, fmt.Errorf("retrieving image: %w", err)
+			}
+			return nil, err
+		}
+		last = err
+	}
+	return nil, fmt.Errorf("retrieving image: %w", last)
+}
+
+type countingReader struct {
+	r io.Reader
+	n *int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	*c.n += int64(n)
+	return n, err
+}
+
+// installSettings writes the .nspawn file next to the image, keeping an
+// existing one unless force (as systemd-pull does).
+func installSettings(root *imageroot.Root, name string, data []byte, force bool, log *slog.Logger) error {
+	final := filepath.Join(root.Dir, name+".nspawn")
+	if _, err := os.Lstat(final); err == nil && !force {
+		log.Warn("settings file already exists, not replacing it (use --force)", "path", final)
+		return nil
+	}
+	tmp := filepath.Join(root.Dir, ".#"+name+".nspawn"+randHex())
+	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("writing settings file: %w", err)
+	}
+	if err := os.Rename(tmp, final); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("installing settings file: %w", err)
+	}
+	log.Info("installed settings", "path", final)
+	return nil
+}

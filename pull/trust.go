@@ -1,0 +1,179 @@
+package pull
+
+import (
+	"bytes"
+	"crypto"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/ProtonMail/go-crypto/openpgp"
+
+	"github.com/berth-dev/berth/verify"
+)
+
+// VerifyMode is what --verify asks for.
+type VerifyMode string
+
+// The verification modes of systemd-pull; VerifyHash is a literal digest.
+const (
+	VerifyNo        VerifyMode = "no"
+	VerifyChecksum  VerifyMode = "checksum"
+	VerifySignature VerifyMode = "signature"
+	VerifyHash      VerifyMode = "hash"
+)
+
+// Verify is a parsed --verify value.
+type Verify struct {
+	Mode VerifyMode
+	Hash string // lowercase hex, for VerifyHash
+}
+
+// ParseVerify parses --verify: no, checksum, signature, or a literal
+// 64-hex-digit SHA-256 of the file as downloaded (any case).
+func ParseVerify(s string) (Verify, error) {
+	switch s {
+	case "no", "checksum", "signature":
+		return Verify{Mode: VerifyMode(s)}, nil
+	case "":
+		return Verify{Mode: VerifySignature}, nil
+	}
+	if strings.TrimLeft(strings.ToLower(s), "0123456789abcdef") == "" {
+		if len(s) != 64 {
+			return Verify{}, fmt.Errorf("--verify=%s: a SHA-256 hash has 64 hex digits, got %d", s, len(s))
+		}
+		return Verify{Mode: VerifyHash, Hash: strings.ToLower(s)}, nil
+	}
+	return Verify{}, fmt.Errorf("--verify=%q: want no, checksum, signature or a 64-hex-digit SHA-256", s)
+}
+
+// trustAnchors are the keys a signature pull accepts.
+//
+// The rule: every anchor the user configures must be satisfied. With --key,
+// "<checksum file>.sig" (cosign sign-blob) must exist and verify; with a
+// keyring (--keyring, or systemd's default ring when --key is not given),
+// an OpenPGP signature (.gpg or .asc) must exist and verify. So at least one
+// signature always verifies, and giving both flags requires both.
+type trustAnchors struct {
+	keyring openpgp.EntityList
+	rings   []string
+	cosign  crypto.PublicKey
+}
+
+func loadTrust(keyrings []string, cosignPEM []byte) (*trustAnchors, error) {
+	t := &trustAnchors{}
+	if len(cosignPEM) > 0 {
+		pub, err := verify.LoadPublicKey(cosignPEM)
+		if err != nil {
+			return nil, fmt.Errorf("--key: %w", err)
+		}
+		t.cosign = pub
+	}
+	defaults := false
+	if keyrings == nil && t.cosign == nil {
+		defaults = true
+		keyrings = verify.DefaultKeyrings()
+		if len(keyrings) == 0 {
+			return nil, fmt.Errorf("%w: no OpenPGP keyring found (/etc/systemd/import-pubring.pgp, .gpg, /usr/lib/systemd/import-pubring.pgp, .gpg): pass --keyring FILE or --key FILE, or use --verify=checksum", verify.ErrNoKey)
+		}
+	}
+	if len(keyrings) > 0 {
+		ring, err := verify.LoadKeyring(keyrings...)
+		if err != nil && defaults {
+			return nil, fmt.Errorf("default OpenPGP keyring: %w (pass --keyring FILE or --key FILE, or use --verify=checksum)", err)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("--keyring: %w", err)
+		}
+		t.keyring, t.rings = ring, keyrings
+	}
+	return t, nil
+}
+
+// check verifies the download's digest (and the settings file) against the
+// literal hash or the checksum file, and the checksum file's signatures.
+func (p *puller) check(digest string, aux *auxFiles) error {
+	if aux.err != nil {
+		return aux.err
+	}
+	switch p.verify.Mode {
+	case VerifyNo:
+		p.log.Warn("not verifying the download (--verify=no)", "url", p.url, "sha256", digest)
+		return nil
+	case VerifyHash:
+		if digest != p.verify.Hash {
+			return fmt.Errorf("%w: %s has SHA-256 %s, but --verify asks for %s: the download was tampered with or is not the expected file", verify.ErrMismatch, p.file, digest, p.verify.Hash)
+		}
+		p.log.Info("download matches the given SHA-256", "sha256", digest)
+		return nil
+	}
+	if len(bytes.TrimSpace(aux.sums)) == 0 {
+		return fmt.Errorf("checksum file %s is empty: cannot verify", aux.sumsURL)
+	}
+	if p.verify.Mode == VerifySignature {
+		if err := p.checkSignatures(aux); err != nil {
+			return err
+		}
+	}
+	sums, err := verify.ParseSums(bytes.NewReader(aux.sums))
+	if err != nil {
+		return fmt.Errorf("checksum file %s: %w", aux.sumsURL, err)
+	}
+	want, ok := sums.Lookup(p.file)
+	if !ok {
+		return fmt.Errorf("%w: %s is not listed in %s (the name comes from the URL as given, before redirects)", verify.ErrNotListed, p.file, aux.sumsURL)
+	}
+	if want != digest {
+		return fmt.Errorf("%w: %s has SHA-256 %s but %s lists %s: the download was tampered with or corrupted", verify.ErrMismatch, p.file, digest, aux.sumsName, want)
+	}
+	if aux.settings != nil {
+		stripped := imagerootStripped(p.typ, p.file)
+		sn := stripped + ".nspawn"
+		want, ok := sums.Lookup(sn)
+		if !ok {
+			return fmt.Errorf("%w: settings file %s is not listed in %s: refusing it (use --verify=no, or list it)", verify.ErrNotListed, sn, aux.sumsName)
+		}
+		if got := sha256Hex(aux.settings); got != want {
+			return fmt.Errorf("%w: settings file %s has SHA-256 %s but %s lists %s", verify.ErrMismatch, sn, got, aux.sumsName, want)
+		}
+	}
+	p.log.Info("download matches the checksum file", "file", p.file, "checksums", aux.sumsName, "sha256", digest)
+	return nil
+}
+
+func (p *puller) checkSignatures(aux *auxFiles) error {
+	t := p.trust
+	if t.keyring != nil {
+		if aux.pgpSig == nil {
+			return fmt.Errorf("%w: no OpenPGP signature (%s.gpg or %s.asc) next to the image (use --verify=checksum to skip signatures)", verify.ErrBadSignature, aux.sumsName, aux.sumsName)
+		}
+		signer, err := verify.VerifyOpenPGP(t.keyring, bytes.NewReader(aux.sums), aux.pgpSig)
+		if err != nil {
+			return fmt.Errorf("OpenPGP signature %s over %s: %w", aux.pgpName, aux.sumsName, err)
+		}
+		p.log.Info("OpenPGP signature verified", "signature", aux.pgpName, "signer", signer)
+	}
+	if t.cosign != nil {
+		if aux.cosign == nil {
+			return fmt.Errorf("%w: --key given but there is no %s.sig next to the image", verify.ErrBadSignature, aux.sumsName)
+		}
+		if err := verify.VerifyBlob(t.cosign, bytes.NewReader(aux.sums), bytes.TrimSpace(aux.cosign)); err != nil {
+			if !errors.Is(err, verify.ErrBadSignature) {
+				err = fmt.Errorf("%w: %v", verify.ErrBadSignature, err)
+			}
+			return fmt.Errorf("cosign signature %s.sig over %s: %w", aux.sumsName, aux.sumsName, err)
+		}
+		p.log.Info("cosign signature verified", "signature", aux.sumsName+".sig")
+	}
+	return nil
+}
+
+// lookupSums finds name in a checksum file; false if it does not parse or
+// has no entry.
+func lookupSums(data []byte, name string) (string, bool) {
+	sums, err := verify.ParseSums(bytes.NewReader(data))
+	if err != nil {
+		return "", false
+	}
+	return sums.Lookup(name)
+}
