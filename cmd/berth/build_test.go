@@ -323,3 +323,33 @@ func TestBuildSettingsAndAdd(t *testing.T) {
 		t.Errorf("existing output: exit %d %s", r.code, r.stderr)
 	}
 }
+
+// --format overrides the suffix and allows standard output; an interrupted
+// build leaves no output.
+func TestBuildFormatFlagAndInterrupt(t *testing.T) {
+	buildtest.Require(t)
+	r := mustBerth(t, buildArgs(t, "test", "-o", "-", "--format", "tar")...)
+	tr := tar.NewReader(strings.NewReader(r.stdout))
+	h, err := tr.Next()
+	if err != nil || h.Name != "./" {
+		t.Fatalf("stdout is not the tarball: %v %+v", err, h)
+	}
+	w := t.TempDir()
+	out := filepath.Join(w, "image.bin")
+	mustBerth(t, buildArgs(t, "test", "-o", out, "--format", "tar.zst")...)
+	f, _ := os.Open(out)
+	defer f.Close()
+	if _, kind, err := compress.NewReader(f); err != nil || kind != compress.Zstd {
+		t.Errorf("--format tar.zst wrote %s (%v)", kind, err)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	r = berthCtx(t, ctx, nil, buildArgs(t, "test", "-o", filepath.Join(w, "x.tar.xz"))...)
+	if r.code != 1 || !strings.Contains(r.stderr, "interrupted") {
+		t.Errorf("cancelled build: exit %d %s", r.code, r.stderr)
+	}
+	if got := listing(t, w); got != "image.bin" {
+		t.Errorf("directory holds %q after the interrupted build", got)
+	}
+}
