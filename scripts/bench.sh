@@ -97,13 +97,19 @@ measure berth-build-xz  "$BERTH" --no-progress -q build --toplevel "$BIG" -o "$W
 BXZ=$(stat -c %s "$W/out.tar.xz")
 measure peer-build-xz   sh -c "tar --sort=name --mtime=@1 --owner=0 --group=0 --numeric-owner --hard-dereference -C / -cf - $BIGPATHS | xz -6 -T2 > '$W/out.peer.xz'"
 PXZ=$(stat -c %s "$W/out.peer.xz")
+# OCI layout (zstd layers by popularity, one pass per layer) vs the .tar.zst build.
+rmoutdir() { rm -rf "$W"/out.*; }
+PRE=(rmoutdir)
+measure berth-build-oci "$BERTH" --no-progress -q build --toplevel "$BIG" -o "$W/out.oci"
+BOCI=$(du -sb "$W/out.oci" | cut -f1)
 PRE=(noop)
 echo
 echo "build: $BIG, closure tar $(( BIGTAR / 1048576 )) MiB, N=$N runs, median wall time"
 printf '%-32s %9s %9s %6s  %-8s %10s\n' job berth peer ratio target "berth RSS"
 row "build .tar.zst vs tar|zstd -3 -T2" berth-build-zst peer-build-zst "<=1.2"
 row "build .tar.xz vs tar|xz -6 -T2"    berth-build-xz  peer-build-xz  "<=0.6"
-echo "build sizes: .tar.zst berth $(( BZST * 100 / BIGTAR ))% / zstd -3 $(( PZST * 100 / BIGTAR ))%; .tar.xz berth $(( BXZ * 100 / BIGTAR ))% (target <=30%) / xz -6 $(( PXZ * 100 / BIGTAR ))%"
+row "build .oci vs build .tar.zst"      berth-build-oci berth-build-zst "<=1.5"
+echo "build sizes: .tar.zst berth $(( BZST * 100 / BIGTAR ))% / zstd -3 $(( PZST * 100 / BIGTAR ))%; .tar.xz berth $(( BXZ * 100 / BIGTAR ))% (target <=30%) / xz -6 $(( PXZ * 100 / BIGTAR ))%; .oci $(( BOCI * 100 / BIGTAR ))%"
 
 # ---------------------------------------------------------------------------
 # export (issue 5): berth export-tar vs systemd-export tar on the Debian tree,
