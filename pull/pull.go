@@ -393,7 +393,9 @@ func (p *puller) receive(aux *auxFiles) (_ *received, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading %s: %w", p.url, err)
 	}
-	defer dr.Close()
+	// From here the readahead goroutine owns dr (and closes it).
+	ra := newReadahead(dr, 8, 256<<10)
+	defer ra.Close()
 	p.log.Debug("receiving", "url", p.url, "compression", kind)
 
 	switch p.typ {
@@ -403,7 +405,7 @@ func (p *puller) receive(aux *auxFiles) (_ *received, err error) {
 			return nil, err
 		}
 		res.path = work
-		if err := Unpack(p.ctx, work, formats.NewTarSource(dr), p.log); err != nil {
+		if err := Unpack(p.ctx, work, formats.NewTarSource(ra), p.log); err != nil {
 			return nil, fmt.Errorf("%s: %w", p.url, err)
 		}
 	case Raw:
@@ -412,7 +414,7 @@ func (p *puller) receive(aux *auxFiles) (_ *received, err error) {
 			return nil, err
 		}
 		res.path = f.Name()
-		if _, err := WriteSparse(f, ctxio.Reader(p.ctx, dr)); err != nil {
+		if _, err := WriteSparse(f, ctxio.Reader(p.ctx, ra)); err != nil {
 			f.Close()
 			return nil, fmt.Errorf("%s: %w", p.url, err)
 		}
@@ -421,7 +423,11 @@ func (p *puller) receive(aux *auxFiles) (_ *received, err error) {
 		}
 	}
 	// The decoders are strict about what follows the data; drain anything
-	// left so the digest covers every byte that was downloaded.
+	// left so the digest covers every byte that was downloaded. Draining
+	// the readahead first means its goroutine is done with the download.
+	if _, err := io.Copy(io.Discard, ra); err != nil {
+		return nil, fmt.Errorf("reading %s: %w", p.url, err)
+	}
 	if _, err := io.Copy(io.Discard, counted); err != nil {
 		return nil, fmt.Errorf("reading %s: %w", p.url, err)
 	}
