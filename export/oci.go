@@ -93,11 +93,15 @@ func ociLayer(ctx context.Context, dir string, opts OCIOptions) (l *oci.Layer, e
 			return e, nil
 		})
 	}
-	l, err = oci.NewLayer(ctx, &filtered{src: src, filters: filters}, opts.Compression, opts.TmpDir)
+	var layer *oci.Layer
+	err = promptly(ctx, func() (err error) {
+		layer, err = oci.NewLayer(ctx, &filtered{src: src, filters: filters}, opts.Compression, opts.TmpDir)
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("exporting %s: %w", dir, err)
 	}
-	return l, nil
+	return layer, nil
 }
 
 // filtered applies filters to a Source, for sinks that take a Source.

@@ -84,22 +84,24 @@ func Raw(ctx context.Context, image string, w io.Writer, opts RawOptions) (err e
 		}
 		out = cw
 	}
-	if err := copySparse(ctx, f, st.Size(), out, opts.Meter); err != nil {
-		if cw != nil {
-			g.abandon(cw)
+	return promptly(ctx, func() error {
+		if err := copySparse(ctx, f, st.Size(), out, opts.Meter); err != nil {
+			if cw != nil {
+				g.abandon(cw)
+			}
+			return fmt.Errorf("exporting %s: %w", image, err)
 		}
-		return fmt.Errorf("exporting %s: %w", image, err)
-	}
-	if sparse != nil {
-		if err := sparse.finish(st.Size()); err != nil {
+		if sparse != nil {
+			if err := sparse.finish(st.Size()); err != nil {
+				return fmt.Errorf("exporting %s: %w", image, err)
+			}
+			return nil
+		}
+		if err := cw.Close(); err != nil {
 			return fmt.Errorf("exporting %s: %w", image, err)
 		}
 		return nil
-	}
-	if err := cw.Close(); err != nil {
-		return fmt.Errorf("exporting %s: %w", image, err)
-	}
-	return nil
+	})
 }
 
 // holeWriter is a writer that can skip over a hole.

@@ -52,7 +52,27 @@ func Tar(ctx context.Context, dir string, w io.Writer, opts TarOptions) (err err
 			err = cerr
 		}
 	}()
-	return WriteTar(ctx, t, w, opts)
+	return promptly(ctx, func() error { return WriteTar(ctx, t, w, opts) })
+}
+
+// promptly runs job and returns its error, or ctx's as soon as ctx ends:
+// a compressor busy with its blocks does not look at ctx, and a frozen
+// machine must be thawed at Ctrl-C, not when the compressor is done. The
+// abandoned job fails by itself at its next write (its writers check ctx).
+func promptly(ctx context.Context, job func() error) error {
+	done := make(chan error, 1)
+	go func() { done <- job() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		select {
+		case err := <-done:
+			return err
+		default:
+		}
+		return ctx.Err()
+	}
 }
 
 // WriteTar writes an open Tree to w as a (compressed) tar stream.
