@@ -56,6 +56,7 @@ fuzz:
 	$(GO) test ./pull -run '^$$' -fuzz '^FuzzSiblingURL$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./pull -run '^$$' -fuzz '^FuzzParseContentRange$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./pull -run '^$$' -fuzz '^FuzzParseVerify$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./publish -run '^$$' -fuzz '^FuzzDefaultName$$' -fuzztime $(FUZZTIME)
 
 # The main job end to end on built-in defaults.
 demo: deps build

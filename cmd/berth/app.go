@@ -101,7 +101,7 @@ func (a *app) rootCommand() *cobra.Command {
 
 	root.AddCommand(a.importTarCommand(), a.exportTarCommand(), a.exportRawCommand(), a.exportOCICommand(), a.formatsCommand(),
 		a.pullTarCommand(), a.pullRawCommand(), a.importRawCommand(), a.importFSCommand(), a.listImagesCommand(), a.removeCommand(), a.buildCommand(),
-		a.sumsCommand(), a.signCommand(), a.verifyCommand(), a.pullOCICommand())
+		a.sumsCommand(), a.signCommand(), a.verifyCommand(), a.publishCommand(), a.pullOCICommand())
 	return root
 }
 
