@@ -13,21 +13,12 @@ import (
 // installs it as name. The copy stays on dir's file system (mount points
 // inside it are not descended, as systemd-import-fs does).
 func ImportFS(ctx context.Context, root *imageroot.Root, dir, name string, opts ImportOptions) (err error) {
-	log := opts.Log
-	if log == nil {
-		log = root.Log
-	}
-	if err := imageroot.ValidName(name); err != nil {
-		return err
-	}
-	unlock, err := root.Lock(ctx, name)
+	log := opts.logOr(root.Log)
+	unlock, err := lockImport(ctx, root, name, opts.Force)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	if !opts.Force && (root.Exists(name) || root.Exists(name+".raw")) {
-		return fmt.Errorf("image %q already exists in %s (use --force to replace it)", name, root.Dir)
-	}
 	src, err := dirtree.NewSource(dir, dirtree.SourceOptions{Logger: log, OneFileSystem: true})
 	if err != nil {
 		return fmt.Errorf("reading %s: %w", dir, err)
@@ -37,13 +28,7 @@ func ImportFS(ctx context.Context, root *imageroot.Root, dir, name string, opts 
 	if err != nil {
 		return err
 	}
-	defer func() {
-		if err != nil {
-			if rerr := imageroot.RemoveTree(work); rerr != nil {
-				log.Warn("could not remove work directory", "path", work, "err", rerr)
-			}
-		}
-	}()
+	defer removeWorkOnError(log, &work, &err)
 	if err := Unpack(ctx, work, src, log); err != nil {
 		return fmt.Errorf("copying %s: %w", dir, err)
 	}

@@ -38,35 +38,65 @@ type ImportOptions struct {
 	Log *slog.Logger
 }
 
+// logOr returns opts.Log, or def when it is nil.
+func (opts ImportOptions) logOr(def *slog.Logger) *slog.Logger {
+	if opts.Log == nil {
+		return def
+	}
+	return opts.Log
+}
+
+// lockImport is the common start of an import: it checks name, takes its
+// lock in root and, unless force, refuses to go on if NAME or NAME.raw is
+// already installed. The caller must call unlock when done.
+func lockImport(ctx context.Context, root *imageroot.Root, name string, force bool) (unlock func(), err error) {
+	if err := imageroot.ValidName(name); err != nil {
+		return nil, err
+	}
+	unlock, err = root.Lock(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	if !force {
+		// A directory image and a raw image share one name space, as
+		// for machinectl: NAME and NAME.raw are the same machine.
+		for _, n := range []string{name, name + ".raw"} {
+			if root.Exists(n) {
+				unlock()
+				return nil, fmt.Errorf("image %q already exists in %s (use --force to replace it)", name, root.Dir)
+			}
+		}
+	}
+	return unlock, nil
+}
+
+// removeWorkOnError removes the work directory *work if the import failed
+// (*errp != nil). Imports defer it right after creating the directory; it
+// reads both through pointers so that it sees the final error and the
+// directory's final path (MangleOSTree may move it).
+func removeWorkOnError(log *slog.Logger, work *string, errp *error) {
+	if *errp == nil {
+		return
+	}
+	if rerr := imageroot.RemoveTree(*work); rerr != nil {
+		log.Warn("could not remove work directory", "path", *work, "err", rerr)
+	}
+}
+
 // ImportTar unpacks the tarball read from r (any supported compression,
 // detected from its first bytes) and installs it as name.
 func ImportTar(ctx context.Context, root *imageroot.Root, r io.Reader, name string, opts ImportOptions) (err error) {
-	log := opts.Log
-	if log == nil {
-		log = slog.Default()
-	}
-	if err := imageroot.ValidName(name); err != nil {
-		return err
-	}
-	unlock, err := root.Lock(ctx, name)
+	log := opts.logOr(slog.Default())
+	unlock, err := lockImport(ctx, root, name, opts.Force)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	if !opts.Force && root.Exists(name) {
-		return fmt.Errorf("image %q already exists in %s (use --force to replace it)", name, root.Dir)
-	}
 	work, err := root.WorkDir(name)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		if err != nil {
-			if rerr := imageroot.RemoveTree(work); rerr != nil {
-				log.Warn("could not remove work directory", "path", work, "err", rerr)
-			}
-		}
-	}()
+	defer removeWorkOnError(log, &work, &err)
 
 	dr, kind, err := compress.NewReader(ctxio.Reader(ctx, r))
 	if errors.Is(err, io.EOF) {

@@ -107,21 +107,12 @@ func rawWorkFile(root *imageroot.Root, name string) (*os.File, error) {
 // detected from its first bytes) sparsely into the image root as
 // name.raw, through a hidden work file.
 func ImportRaw(ctx context.Context, root *imageroot.Root, r io.Reader, name string, opts ImportOptions) (err error) {
-	log := opts.Log
-	if log == nil {
-		log = root.Log
-	}
-	if err := imageroot.ValidName(name); err != nil {
-		return err
-	}
-	unlock, err := root.Lock(ctx, name)
+	log := opts.logOr(root.Log)
+	unlock, err := lockImport(ctx, root, name, opts.Force)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	if !opts.Force && (root.Exists(name) || root.Exists(name+".raw")) {
-		return fmt.Errorf("image %q already exists in %s (use --force to replace it)", name, root.Dir)
-	}
 	dr, kind, err := compress.NewReader(ctxio.Reader(ctx, r))
 	if errors.Is(err, io.EOF) {
 		return errors.New("reading image: input is empty")

@@ -147,7 +147,7 @@ func flatten(t *testing.T, img v1.Image) map[string]treecmp.Node {
 // The .oci layout, .oci.tar and .docker.tar outputs hold the same image.
 func TestBuildOCI(t *testing.T) {
 	buildtest.Require(t)
-	addr := exportRegistry(t)
+	addr := testenv.DockerRegistry(t)
 	w := t.TempDir()
 
 	// The reference tree: the tarball build, imported.

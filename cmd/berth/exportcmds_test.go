@@ -8,8 +8,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -651,42 +649,9 @@ func TestExportRaw(t *testing.T) {
 	}
 }
 
-// exportRegistry runs Debian's docker-registry on a free 127.0.0.1 port.
-func exportRegistry(t *testing.T) string {
-	t.Helper()
-	bin := testenv.RequireTool(t, "docker-registry")
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	dir := t.TempDir()
-	cfg := fmt.Sprintf("version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: %s\n", filepath.Join(dir, "data"), addr)
-	cfgPath := filepath.Join(dir, "config.yml")
-	os.WriteFile(cfgPath, []byte(cfg), 0o644)
-	cmd := exec.Command(bin, "serve", cfgPath)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		resp, err := http.Get("http://" + addr + "/v2/")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return addr
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("docker-registry did not come up: %v\n%s", err, out.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
+// exportRegistry is testenv.DockerRegistry, kept only for
+// publish_test.go's caller; use testenv.DockerRegistry in new tests.
+func exportRegistry(t *testing.T) string { return testenv.DockerRegistry(t) }
 
 func withoutMtimes(m map[string]treecmp.Node) map[string]treecmp.Node {
 	for k, n := range m {
@@ -701,7 +666,7 @@ func withoutMtimes(m map[string]treecmp.Node) map[string]treecmp.Node {
 // machine's .nspawn file. The file outputs are readable images too.
 func TestExportOCI(t *testing.T) {
 	testenv.RequireRoot(t)
-	addr := exportRegistry(t)
+	addr := testenv.DockerRegistry(t)
 	w := t.TempDir()
 	root := filepath.Join(w, "machines")
 	os.MkdirAll(root, 0o755)

@@ -21,37 +21,7 @@ into a hidden sparse file in the image root and rename it to NAME.raw when
 complete. NAME defaults to the file name without its suffixes.`,
 		Args: rangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
-			file := args[0]
-			var name string
-			if len(args) == 2 {
-				name = args[1]
-			} else if file == "-" {
-				return usagef("import-raw from standard input needs a NAME")
-			} else {
-				name = imageroot.RawName(file)
-			}
-			if err := imageroot.ValidName(name); err != nil {
-				return usageError{err}
-			}
-			in, size, closeIn, err := a.openInput(file)
-			if err != nil {
-				return err
-			}
-			defer closeIn()
-			root, err := a.openRoot()
-			if err != nil {
-				return err
-			}
-			prog := a.progress(ctx)
-			bar := prog.Bar("import "+name, size)
-			err = pull.ImportRaw(ctx, root, bar.Reader(in), name, pull.ImportOptions{
-				InstallOptions: imageroot.InstallOptions{Force: a.force, ReadOnly: a.readOnly},
-				Log:            a.log,
-			})
-			bar.Done(err == nil)
-			prog.Wait()
-			return err
+			return a.importFile(cmd, args, imageroot.RawName, pull.ImportRaw)
 		},
 	}
 }

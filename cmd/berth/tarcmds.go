@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -24,39 +25,47 @@ to NAME only when complete. Compression (xz, gzip, bzip2, zstd or none) is
 detected from the content. NAME defaults to the file name without its suffixes.`,
 		Args: rangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
-			file := args[0]
-			var name string
-			if len(args) == 2 {
-				name = args[1]
-			} else if file == "-" {
-				return usagef("import-tar from standard input needs a NAME")
-			} else {
-				name = imageroot.TarName(file)
-			}
-			if err := imageroot.ValidName(name); err != nil {
-				return usageError{err}
-			}
-			in, size, closeIn, err := a.openInput(file)
-			if err != nil {
-				return err
-			}
-			defer closeIn()
-			root, err := a.openRoot()
-			if err != nil {
-				return err
-			}
-			prog := a.progress(ctx)
-			bar := prog.Bar("import "+name, size)
-			err = pull.ImportTar(ctx, root, bar.Reader(in), name, pull.ImportOptions{
-				InstallOptions: imageroot.InstallOptions{Force: a.force, ReadOnly: a.readOnly},
-				Log:            a.log,
-			})
-			bar.Done(err == nil)
-			prog.Wait()
-			return err
+			return a.importFile(cmd, args, imageroot.TarName, pull.ImportTar)
 		},
 	}
+}
+
+// importFile runs an import-tar or import-raw command line, FILE|- [NAME]:
+// NAME defaults to defaultName(FILE) (standard input needs one), and
+// FILE is imported with a progress bar by importer.
+func (a *app) importFile(cmd *cobra.Command, args []string, defaultName func(string) string,
+	importer func(context.Context, *imageroot.Root, io.Reader, string, pull.ImportOptions) error) error {
+	ctx := cmd.Context()
+	file := args[0]
+	var name string
+	if len(args) == 2 {
+		name = args[1]
+	} else if file == "-" {
+		return usagef("%s from standard input needs a NAME", cmd.Name())
+	} else {
+		name = defaultName(file)
+	}
+	if err := imageroot.ValidName(name); err != nil {
+		return usageError{err}
+	}
+	in, size, closeIn, err := a.openInput(file)
+	if err != nil {
+		return err
+	}
+	defer closeIn()
+	root, err := a.openRoot()
+	if err != nil {
+		return err
+	}
+	prog := a.progress(ctx)
+	bar := prog.Bar("import "+name, size)
+	err = importer(ctx, root, bar.Reader(in), name, pull.ImportOptions{
+		InstallOptions: imageroot.InstallOptions{Force: a.force, ReadOnly: a.readOnly},
+		Log:            a.log,
+	})
+	bar.Done(err == nil)
+	prog.Wait()
+	return err
 }
 
 // openInput opens FILE, or standard input for "-". size is -1 when unknown.

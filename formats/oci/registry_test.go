@@ -2,18 +2,11 @@ package oci
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"log"
 	"net"
-	"net/http"
 	"net/http/httptest"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strings"
 	"testing"
-	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/registry"
@@ -37,57 +30,6 @@ func memRegistry(t *testing.T) string {
 	srv.Start()
 	t.Cleanup(srv.Close)
 	return l.Addr().String()
-}
-
-// realRegistry runs Debian's docker-registry (distribution 2.8) on a free
-// 127.0.0.1 port with storage in a temporary directory.
-func realRegistry(t *testing.T) string {
-	t.Helper()
-	bin := testenv.RequireTool(t, "docker-registry")
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	dir := t.TempDir()
-	cfg := fmt.Sprintf(`version: 0.1
-log:
-  level: error
-storage:
-  filesystem:
-    rootdirectory: %s
-http:
-  addr: %s
-`, filepath.Join(dir, "data"), addr)
-	cfgPath := filepath.Join(dir, "config.yml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "serve", cfgPath)
-	var out strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		resp, err := http.Get("http://" + addr + "/v2/")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return addr
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("docker-registry did not come up on %s: %v\n%s", addr, err, out.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 func pushAndPull(t *testing.T, ref string, img v1.Image) v1.Image {
@@ -127,7 +69,7 @@ func TestPushMemoryRegistry(t *testing.T) {
 func TestPushRealRegistry(t *testing.T) {
 	requireRoot(t)
 	tree := testTree(t)
-	addr := realRegistry(t)
+	addr := testenv.DockerRegistry(t)
 	for _, comp := range []LayerCompression{Zstd, Gzip} {
 		t.Run(string(comp), func(t *testing.T) {
 			img := newTestImage(t, layerFromDir(t, tree, comp))

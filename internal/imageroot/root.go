@@ -251,14 +251,15 @@ func IsOSTree(dir string) bool {
 // directory ("rootfs/", "fedora-39/"), as systemd-import does: if dir is not
 // an OS tree but holds exactly one directory that is, that directory becomes
 // the image. It returns the directory to install, which is dir itself or a
-// new sibling work directory (dir is then removed).
+// new sibling work directory (dir is then removed). On error too, the
+// returned path is the one the caller must clean up.
 func MangleOSTree(dir string) (string, error) {
 	if IsOSTree(dir) {
 		return dir, nil
 	}
 	ents, err := os.ReadDir(dir)
 	if err != nil {
-		return "", err
+		return dir, err
 	}
 	if len(ents) != 1 || !ents[0].IsDir() {
 		return dir, nil
@@ -269,10 +270,10 @@ func MangleOSTree(dir string) (string, error) {
 	}
 	moved := dir + "-os"
 	if err := unix.Renameat2(unix.AT_FDCWD, child, unix.AT_FDCWD, moved, unix.RENAME_NOREPLACE); err != nil {
-		return "", fmt.Errorf("moving %s up: %w", ents[0].Name(), err)
+		return dir, fmt.Errorf("moving %s up: %w", ents[0].Name(), err)
 	}
 	if err := os.Remove(dir); err != nil {
-		return "", fmt.Errorf("removing wrapper directory: %w", err)
+		return moved, fmt.Errorf("removing wrapper directory: %w", err)
 	}
 	return moved, nil
 }
