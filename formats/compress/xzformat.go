@@ -66,16 +66,6 @@ func newXzCheck(id byte) (hash.Hash, error) {
 // appendVLI appends x as a multibyte integer.
 func appendVLI(b []byte, x uint64) []byte { return binary.AppendUvarint(b, x) }
 
-// vliLen returns the encoded length of x.
-func vliLen(x uint64) int {
-	n := 1
-	for x >= 0x80 {
-		x >>= 7
-		n++
-	}
-	return n
-}
-
 var errVLI = errors.New("xz: invalid multibyte integer")
 
 // decodeVLI decodes a multibyte integer from the front of b and returns it
@@ -172,13 +162,6 @@ func appendXzBlockHeader(b []byte, cSize, uSize int64, dictByte byte) []byte {
 	}
 	b[start] = byte((len(b)-start+4)/4 - 1)
 	return binary.LittleEndian.AppendUint32(b, crc32.ChecksumIEEE(b[start:]))
-}
-
-// xzBlockHeaderLen returns the length of the header appendXzBlockHeader
-// writes.
-func xzBlockHeaderLen(cSize, uSize int64) int {
-	n := 2 + vliLen(uint64(cSize)) + vliLen(uint64(uSize)) + 3
-	return (n+3)&^3 + 4
 }
 
 // parseXzBlockHeader parses a complete block header h (h[0] is the size

@@ -28,7 +28,9 @@ import (
 // xzLevel is what a compression level means for the xz writer. ulikunitz's
 // encoder needs about 5 bytes per dictionary byte plus a hash table of up to
 // 8 MiB, and allocates all of it for every block; the dictionary is
-// therefore kept small and levels mostly trade memory for ratio.
+// therefore kept small and levels mostly trade memory for ratio (a larger
+// dictionary gains little on file-system trees: 29.0% with 512 KiB, 28.3%
+// with 8 MiB). See NewWriter for measurements.
 type xzLevel struct {
 	dictCap   int
 	blockSize int
