@@ -5,7 +5,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"runtime/debug"
 	"strings"
 	"time"
 
@@ -35,23 +34,6 @@ func (f *exportFlags) register(cmd *cobra.Command, tree bool) {
 	}
 }
 
-// exportMemoryLimit is the Go heap soft limit while an export runs. The
-// compressors' buffers are what an export holds; without a limit the default
-// GC pacing lets the heap double past them (measured on the Debian tree:
-// 66 MiB peak RSS for .tar.xz, 56 MiB with the limit, same wall time). A
-// GOMEMLIMIT set by the user wins.
-const exportMemoryLimit = 48 << 20
-
-// limitMemory applies exportMemoryLimit and returns the function restoring
-// the previous limit.
-func limitMemory() (restore func()) {
-	if os.Getenv("GOMEMLIMIT") != "" {
-		return func() {}
-	}
-	old := debug.SetMemoryLimit(exportMemoryLimit)
-	return func() { debug.SetMemoryLimit(old) }
-}
-
 // sizeEstimateLimit bounds the metadata walk that gives progress bars a total.
 const sizeEstimateLimit = 2 * time.Second
 
@@ -75,7 +57,6 @@ on error or Ctrl-C); if neither is possible berth refuses unless --live.`,
 		Args: rangeArgs(2, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			defer limitMemory()()
 			kind, err := tarKindFor(args[1], fl.format)
 			if err != nil {
 				return err
@@ -145,7 +126,6 @@ A running machine's image is frozen for the copy (or refused unless --live).`,
 		Args: rangeArgs(2, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			defer limitMemory()()
 			kind, err := rawKindFor(args[1], fl.format)
 			if err != nil {
 				return err
@@ -215,7 +195,6 @@ consistently, as for export-tar; it is held only while the layer is written.`,
 		Args: rangeArgs(2, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			defer limitMemory()()
 			dest := args[1]
 			comp, err := oci.ParseLayerCompression(layerComp)
 			if err != nil {
