@@ -63,7 +63,7 @@ PRE=(noop)
 fi
 
 # write: berth export-tar vs tar | xz -6 -T2 and tar | zstd -3 -T2.
-rmout() { rm -f "$W"/out.*; }
+rmout() { rm -rf "$W"/out.*; }
 XZB=0 XZP=0 ZSTB=0
 if want write; then
 PRE=(rmout)
