@@ -177,12 +177,5 @@ func newZstdWriter(w io.Writer, c writerConfig) (io.WriteCloser, error) {
 	if level < 1 || level > 22 {
 		return nil, fmt.Errorf("zstd: level %d out of range 1-22", c.level)
 	}
-	e, err := zstd.NewWriter(w,
-		zstd.WithEncoderLevel(zstd.EncoderLevelFromZstd(level)),
-		zstd.WithEncoderConcurrency(c.concurrency),
-	)
-	if err != nil {
-		return nil, fmt.Errorf("zstd: %w", err)
-	}
-	return e, nil
+	return newZstdParallelWriter(w, level, c.concurrency)
 }
