@@ -304,16 +304,9 @@ whether or not the store was optimised. OUTPUT appears only when complete.`,
 			if output == "-" && out.format == "oci" {
 				return usagef("an OCI layout is a directory: it cannot go to standard output (use --format oci.tar)")
 			}
-			plan := build.PlanOptions{Log: a.log}
-			for _, s := range adds {
-				ad, err := build.ParseAdd(s)
-				if err != nil {
-					return usageError{err}
-				}
-				if _, err := os.Lstat(ad.Src); err != nil {
-					return fmt.Errorf("--add %s: %w", s, err)
-				}
-				plan.Adds = append(plan.Adds, ad)
+			plan, err := a.buildPlan(adds)
+			if err != nil {
+				return err
 			}
 			if settings != "" {
 				if output == "-" || output == "" {
@@ -467,4 +460,21 @@ func (a *app) copySettings(src, output string) error {
 		return fmt.Errorf("--settings: writing %s: %w", dst, err)
 	}
 	return f.Commit()
+}
+
+// buildPlan turns --add SRC:DEST flags into the root tree plan, checking
+// that every source exists before Nix runs.
+func (a *app) buildPlan(adds []string) (build.PlanOptions, error) {
+	plan := build.PlanOptions{Log: a.log}
+	for _, s := range adds {
+		ad, err := build.ParseAdd(s)
+		if err != nil {
+			return plan, usageError{err}
+		}
+		if _, err := os.Lstat(ad.Src); err != nil {
+			return plan, fmt.Errorf("--add %s: %w", s, err)
+		}
+		plan.Adds = append(plan.Adds, ad)
+	}
+	return plan, nil
 }

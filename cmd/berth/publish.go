@@ -127,16 +127,9 @@ bytes: OpenPGP signatures are dated SOURCE_DATE_EPOCH when set.`,
 			if err := imageroot.ValidName(imageName); err != nil {
 				return usageError{fmt.Errorf("--name: %w", err)}
 			}
-			plan := build.PlanOptions{Log: a.log}
-			for _, s := range adds {
-				ad, err := build.ParseAdd(s)
-				if err != nil {
-					return usageError{err}
-				}
-				if _, err := os.Lstat(ad.Src); err != nil {
-					return fmt.Errorf("--add %s: %w", s, err)
-				}
-				plan.Adds = append(plan.Adds, ad)
+			plan, err := a.buildPlan(adds)
+			if err != nil {
+				return err
 			}
 			var settingsData []byte
 			if settings != "" {
