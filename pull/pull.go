@@ -18,6 +18,7 @@ import (
 	"github.com/berth-dev/berth/internal/ctxio"
 	"github.com/berth-dev/berth/internal/imageroot"
 	"github.com/berth-dev/berth/internal/progress"
+	"github.com/berth-dev/berth/verify"
 )
 
 // ImageType says what a pull produces: a directory tree or a raw disk image.
@@ -94,7 +95,7 @@ func Pull(ctx context.Context, root *imageroot.Root, typ ImageType, rawURL, name
 			return fmt.Errorf("%s is a checksum or signature file, not an image", rawURL)
 		}
 	}
-	var trust *trustAnchors
+	var trust *verify.Trust
 	if v.Mode == VerifySignature {
 		if trust, err = loadTrust(opts.Keyrings, opts.CosignKey); err != nil {
 			return err
@@ -181,7 +182,7 @@ type puller struct {
 	name   string
 	opts   PullOptions
 	verify Verify
-	trust  *trustAnchors
+	trust  *verify.Trust
 	fetch  *Fetcher
 	log    *slog.Logger
 }
@@ -261,7 +262,7 @@ func (p *puller) startAux() *auxFiles {
 			if p.verify.Mode != VerifySignature {
 				return
 			}
-			if p.trust.keyring != nil {
+			if p.trust.Keyring != nil {
 				names := []string{a.sumsName + ".gpg", a.sumsName + ".asc"}
 				if a.sumsName != "SHA256SUMS" {
 					names = []string{a.sumsName + ".asc", a.sumsName + ".gpg"}
@@ -279,7 +280,7 @@ func (p *puller) startAux() *auxFiles {
 					break
 				}
 			}
-			if p.trust.cosign != nil {
+			if p.trust.Cosign != nil {
 				b, err := p.fetch.FetchSmall(ctx, p.sibling(a.sumsName+".sig"), auxLimit)
 				if err != nil && !errors.Is(err, ErrNotFound) {
 					setErr(fmt.Errorf("signature file: %w", err))

@@ -298,7 +298,7 @@ func TestVerifyModes(t *testing.T) {
 			k.cosignSign(t, k.cosignKey, d+"/SHA256SUMS", d+"/SHA256SUMS.sig")
 			writeFile(t, d, "SHA256SUMS", append(goodSums(t, d), []byte(strings.Repeat("2", 64)+" *x\n")...))
 		}, opts: func(o *PullOptions) { o.CosignKey = cosignPEM }},
-		{name: "cosign/missing-sig", verify: "signature", wantErr: "no SHA256SUMS.sig", layout: func(t *testing.T, d string) { goodSums(t, d) },
+		{name: "cosign/missing-sig", verify: "signature", wantErr: "has no cosign signature (SHA256SUMS.sig)", layout: func(t *testing.T, d string) { goodSums(t, d) },
 			opts: func(o *PullOptions) { o.CosignKey = cosignPEM }},
 		{name: "both/gpg-bad-cosign-good", verify: "signature", wantErr: "not in the keyring", layout: func(t *testing.T, d string) {
 			signed("ed@test", false, "SHA256SUMS.gpg")(t, d)

@@ -2,12 +2,8 @@ package pull
 
 import (
 	"bytes"
-	"crypto"
-	"errors"
 	"fmt"
 	"strings"
-
-	"github.com/ProtonMail/go-crypto/openpgp"
 
 	"github.com/berth-dev/berth/verify"
 )
@@ -47,45 +43,14 @@ func ParseVerify(s string) (Verify, error) {
 	return Verify{}, fmt.Errorf("--verify=%q: want no, checksum, signature or a 64-hex-digit SHA-256", s)
 }
 
-// trustAnchors are the keys a signature pull accepts.
-//
-// The rule: every anchor the user configures must be satisfied. With --key,
-// "<checksum file>.sig" (cosign sign-blob) must exist and verify; with a
-// keyring (--keyring, or systemd's default ring when --key is not given),
-// an OpenPGP signature (.gpg or .asc) must exist and verify. So at least one
-// signature always verifies, and giving both flags requires both.
-type trustAnchors struct {
-	keyring openpgp.EntityList
-	rings   []string
-	cosign  crypto.PublicKey
-}
-
-func loadTrust(keyrings []string, cosignPEM []byte) (*trustAnchors, error) {
-	t := &trustAnchors{}
-	if len(cosignPEM) > 0 {
-		pub, err := verify.LoadPublicKey(cosignPEM)
-		if err != nil {
-			return nil, fmt.Errorf("--key: %w", err)
-		}
-		t.cosign = pub
-	}
-	defaults := false
-	if keyrings == nil && t.cosign == nil {
-		defaults = true
-		keyrings = verify.DefaultKeyrings()
-		if len(keyrings) == 0 {
-			return nil, fmt.Errorf("%w: no OpenPGP keyring found (/etc/systemd/import-pubring.pgp, .gpg, /usr/lib/systemd/import-pubring.pgp, .gpg): pass --keyring FILE or --key FILE, or use --verify=checksum", verify.ErrNoKey)
-		}
-	}
-	if len(keyrings) > 0 {
-		ring, err := verify.LoadKeyring(keyrings...)
-		if err != nil && defaults {
-			return nil, fmt.Errorf("default OpenPGP keyring: %w (pass --keyring FILE or --key FILE, or use --verify=checksum)", err)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("--keyring: %w", err)
-		}
-		t.keyring, t.rings = ring, keyrings
+// loadTrust loads the keys a signature check needs, with verify's rule (the
+// same as `berth verify`): with --key a cosign .sig must verify; with
+// --keyring, or systemd's default ring when --key is not given, an OpenPGP
+// signature must. Giving both requires both.
+func loadTrust(keyrings []string, cosignPEM []byte) (*verify.Trust, error) {
+	t, err := verify.LoadTrust(keyrings, cosignPEM)
+	if err != nil {
+		return nil, fmt.Errorf("%w (or use --verify=checksum)", err)
 	}
 	return t, nil
 }
@@ -141,30 +106,19 @@ func (p *puller) check(digest string, aux *auxFiles) error {
 	return nil
 }
 
+// checkSignatures verifies the checksum file's signatures and, for an
+// inline clear-signed checksum file, replaces it by its signed text.
 func (p *puller) checkSignatures(aux *auxFiles) error {
-	t := p.trust
-	if t.keyring != nil {
-		if aux.pgpSig == nil {
-			return fmt.Errorf("%w: no OpenPGP signature (%s.gpg or %s.asc) next to the image (use --verify=checksum to skip signatures)", verify.ErrBadSignature, aux.sumsName, aux.sumsName)
-		}
-		signer, err := verify.VerifyOpenPGP(t.keyring, bytes.NewReader(aux.sums), aux.pgpSig)
-		if err != nil {
-			return fmt.Errorf("OpenPGP signature %s over %s: %w", aux.pgpName, aux.sumsName, err)
-		}
-		p.log.Info("OpenPGP signature verified", "signature", aux.pgpName, "signer", signer)
+	text, verified, err := p.trust.Check(aux.sumsName, aux.sums, verify.Signatures{
+		OpenPGP: aux.pgpSig, OpenPGPName: aux.pgpName, Cosign: bytes.TrimSpace(aux.cosign),
+	})
+	if err != nil {
+		return fmt.Errorf("%w (use --verify=checksum to skip signatures)", err)
 	}
-	if t.cosign != nil {
-		if aux.cosign == nil {
-			return fmt.Errorf("%w: --key given but there is no %s.sig next to the image", verify.ErrBadSignature, aux.sumsName)
-		}
-		if err := verify.VerifyBlob(t.cosign, bytes.NewReader(aux.sums), bytes.TrimSpace(aux.cosign)); err != nil {
-			if !errors.Is(err, verify.ErrBadSignature) {
-				err = fmt.Errorf("%w: %v", verify.ErrBadSignature, err)
-			}
-			return fmt.Errorf("cosign signature %s.sig over %s: %w", aux.sumsName, aux.sumsName, err)
-		}
-		p.log.Info("cosign signature verified", "signature", aux.sumsName+".sig")
+	for _, v := range verified {
+		p.log.Info("signature verified", "checksums", aux.sumsName, "by", v)
 	}
+	aux.sums = text
 	return nil
 }
 

@@ -38,7 +38,9 @@ func LoadTrust(keyrings []string, cosignPEM []byte) (*Trust, error) {
 		}
 		t.Cosign = pub
 	}
+	defaults := false
 	if len(keyrings) == 0 && t.Cosign == nil {
+		defaults = true
 		keyrings = DefaultKeyrings()
 		if len(keyrings) == 0 {
 			return nil, fmt.Errorf("%w: no OpenPGP keyring found (%s, %s, %s, %s): pass --keyring FILE or --key FILE",
@@ -47,8 +49,11 @@ func LoadTrust(keyrings []string, cosignPEM []byte) (*Trust, error) {
 	}
 	if len(keyrings) > 0 {
 		ring, err := LoadKeyring(keyrings...)
+		if err != nil && defaults {
+			return nil, fmt.Errorf("default OpenPGP keyring: %w: pass --keyring FILE or --key FILE", err)
+		}
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("--keyring: %w", err)
 		}
 		t.Keyring, t.Keyrings = ring, keyrings
 	}

@@ -292,6 +292,14 @@ func TestExportRunningShiftedMachine(t *testing.T) {
 	for i := 0; i < 5 && !stale; i++ {
 		live := filepath.Join(w, fmt.Sprintf("live%d.tar", i))
 		if o, err := exec.Command(sdExport, "tar", dir, live).CombinedOutput(); err != nil {
+			// GNU tar under systemd-export notices some changes itself
+			// ("file changed as we read it"): that too is an inconsistent
+			// live read.
+			if bytes.Contains(o, []byte("as we read it")) {
+				stale = true
+				os.Remove(live)
+				continue
+			}
 			t.Fatalf("systemd-export: %v %s", err, o)
 		}
 		lm := readTarFile(t, live)
