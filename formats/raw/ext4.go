@@ -150,8 +150,11 @@ func writeExt4(ctx context.Context, out *os.File, offset int64, src formats.Sour
 var errNoSpace = errors.New("file system too small")
 
 func runMkfsExt4(ctx context.Context, mkfs string, out *os.File, offset int64, stage string, size, inodes, journalMiB int64, label string, fsUUID, hashSeed GUID) error {
+	// -F twice: the target is our own new file, never a device in use, but
+	// mke2fs calls it "mounted" when a stale loop device still holds a
+	// deleted file whose inode number the new file reused.
 	args := []string{
-		"-q", "-F", "-t", "ext4", "-T", "default",
+		"-q", "-F", "-F", "-t", "ext4", "-T", "default",
 		"-b", strconv.Itoa(ext4Block), "-I", strconv.Itoa(ext4InodeSize),
 		"-N", strconv.FormatInt(inodes, 10), "-m", "0",
 		"-J", "size=" + strconv.FormatInt(journalMiB, 10),
