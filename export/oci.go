@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -242,13 +241,13 @@ func ParseNspawn(b []byte) (NspawnExec, error) {
 			}
 			ns.Boot = v
 		case "Parameters":
-			words, err := splitWords(val)
+			words, err := oci.SplitWords(val)
 			if err != nil {
 				return ns, fmt.Errorf("line %d: Parameters=: %w", n, err)
 			}
 			ns.Parameters = words
 		case "Environment":
-			words, err := splitWords(val)
+			words, err := oci.SplitWords(val)
 			if err != nil {
 				return ns, fmt.Errorf("line %d: Environment=: %w", n, err)
 			}
@@ -280,42 +279,4 @@ func parseBool(s string) (bool, error) {
 		return false, nil
 	}
 	return false, fmt.Errorf("%q is not a boolean", s)
-}
-
-// splitWords splits s like systemd's extract_first_word with EXTRACT_UNQUOTE
-// and EXTRACT_RETAIN_ESCAPE.
-func splitWords(s string) ([]string, error) {
-	var words []string
-	var cur strings.Builder
-	inWord := false
-	var quote byte
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case quote != 0:
-			if c == quote {
-				quote = 0
-			} else {
-				cur.WriteByte(c)
-			}
-		case c == '"' || c == '\'':
-			quote, inWord = c, true
-		case c == ' ' || c == '\t' || c == '\n' || c == '\r':
-			if inWord {
-				words = append(words, cur.String())
-				cur.Reset()
-				inWord = false
-			}
-		default:
-			cur.WriteByte(c)
-			inWord = true
-		}
-	}
-	if quote != 0 {
-		return nil, errors.New("unbalanced quotes")
-	}
-	if inWord {
-		words = append(words, cur.String())
-	}
-	return words, nil
 }

@@ -1,6 +1,7 @@
 package oci
 
 import (
+	"errors"
 	"fmt"
 	"path"
 	"regexp"
@@ -161,4 +162,45 @@ func commentQuote(s string) string {
 		q = q[:77] + "..."
 	}
 	return q
+}
+
+// SplitWords splits a settings value as systemd's config_parse_strv does
+// (extract_first_word with EXTRACT_UNQUOTE|EXTRACT_RETAIN_ESCAPE): whitespace
+// separates words, '…' and "…" group and are removed, a backslash is an
+// ordinary character. It is the inverse of the quoting ConfigToNspawn
+// writes, and reads Parameters= and Environment= back (export-oci).
+func SplitWords(s string) ([]string, error) {
+	var words []string
+	var cur strings.Builder
+	inWord := false
+	var quote byte
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case quote != 0:
+			if c == quote {
+				quote = 0
+			} else {
+				cur.WriteByte(c)
+			}
+		case c == '"' || c == '\'':
+			quote, inWord = c, true
+		case c == ' ' || c == '\t' || c == '\n' || c == '\r':
+			if inWord {
+				words = append(words, cur.String())
+				cur.Reset()
+				inWord = false
+			}
+		default:
+			cur.WriteByte(c)
+			inWord = true
+		}
+	}
+	if quote != 0 {
+		return nil, errors.New("unbalanced quotes")
+	}
+	if inWord {
+		words = append(words, cur.String())
+	}
+	return words, nil
 }

@@ -17,46 +17,6 @@ import (
 	"github.com/berth-dev/berth/internal/testenv"
 )
 
-// splitWords splits like systemd's extract_first_word with
-// EXTRACT_UNQUOTE|EXTRACT_RETAIN_ESCAPE (config_parse_strv): whitespace
-// separates words, '…' and "…" group and are removed and may be adjacent
-// to other parts of the word, a backslash is an ordinary character. ok is
-// false for an unterminated quote (systemd's "Invalid syntax").
-func splitWords(s string) (words []string, ok bool) {
-	var b strings.Builder
-	inWord := false
-	var quote byte
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case quote != 0:
-			if c == quote {
-				quote = 0
-			} else {
-				b.WriteByte(c)
-			}
-		case c == '\'' || c == '"':
-			quote, inWord = c, true
-		case c == ' ' || c == '\t' || c == '\n' || c == '\r':
-			if inWord {
-				words = append(words, b.String())
-				b.Reset()
-				inWord = false
-			}
-		default:
-			b.WriteByte(c)
-			inWord = true
-		}
-	}
-	if quote != 0 {
-		return nil, false
-	}
-	if inWord {
-		words = append(words, b.String())
-	}
-	return words, true
-}
-
 // parseSettings reads a rendered file back: key -> values (one per line).
 func parseSettings(t *testing.T, b []byte) map[string][]string {
 	t.Helper()
@@ -144,7 +104,8 @@ func FuzzConfigToNspawn(f *testing.F) {
 		got := parseSettings(t, out)
 		argv := []string{a0, a1, a2}
 		if ps, ok := got["Parameters"]; ok {
-			words, ok := splitWords(ps[0])
+			words, err := SplitWords(ps[0])
+			ok := err == nil
 			if !ok {
 				t.Fatalf("Parameters=%s does not parse", ps[0])
 			}
@@ -157,7 +118,8 @@ func FuzzConfigToNspawn(f *testing.F) {
 			}
 		}
 		if es, ok := got["Environment"]; ok {
-			words, ok := splitWords(es[0])
+			words, err := SplitWords(es[0])
+			ok := err == nil
 			if !ok || len(words) != 1 || words[0] != key+"="+val {
 				t.Fatalf("Environment=%s reads back as %q", es[0], words)
 			}
