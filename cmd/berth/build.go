@@ -281,20 +281,12 @@ whether or not the store was optimised. OUTPUT appears only when complete.`,
 			default:
 				return usagef("--squashfs-compression %q: want lz4, zstd, xz, gzip or lzo", sqfsComp)
 			}
-			if maxLayers < 2 {
-				return usagef("--max-layers %d: at least 2 are needed (store paths and generated files)", maxLayers)
-			}
 			if out.format == "docker.tar" && !flags.Changed("layer-compression") {
 				layerComp = string(oci.Gzip) // docker load reads gzip layers as they are
 			}
-			comp, err := oci.ParseLayerCompression(layerComp)
+			comp, err := parseOCIFlags(maxLayers, layerComp, push)
 			if err != nil {
-				return usageError{err}
-			}
-			if push != "" {
-				if _, err := oci.ParseReference(push); err != nil {
-					return usageError{fmt.Errorf("--push: %w", err)}
-				}
+				return err
 			}
 			if tag != "" {
 				if _, err := name.NewTag(tag); err != nil {
@@ -477,4 +469,22 @@ func (a *app) buildPlan(adds []string) (build.PlanOptions, error) {
 		plan.Adds = append(plan.Adds, ad)
 	}
 	return plan, nil
+}
+
+// parseOCIFlags checks the OCI flags build and publish share: the layer
+// budget, the layer compression and the --push reference.
+func parseOCIFlags(maxLayers int, layerComp, push string) (oci.LayerCompression, error) {
+	if maxLayers < 2 {
+		return "", usagef("--max-layers %d: at least 2 are needed (store paths and generated files)", maxLayers)
+	}
+	comp, err := oci.ParseLayerCompression(layerComp)
+	if err != nil {
+		return "", usageError{err}
+	}
+	if push != "" {
+		if _, err := oci.ParseReference(push); err != nil {
+			return "", usageError{fmt.Errorf("--push: %w", err)}
+		}
+	}
+	return comp, nil
 }

@@ -103,21 +103,13 @@ bytes: OpenPGP signatures are dated SOURCE_DATE_EPOCH when set.`,
 			default:
 				return usagef("--fs %q: want ext4 or squashfs", fs)
 			}
-			if maxLayers < 2 {
-				return usagef("--max-layers %d: at least 2 are needed (store paths and generated files)", maxLayers)
-			}
 			if !flags.Changed("layer-compression") && push == "" && slices.ContainsFunc(outs, func(o buildOutput) bool { return o.format == "docker.tar" }) &&
 				!slices.ContainsFunc(outs, func(o buildOutput) bool { return o.format == "oci.tar" }) {
 				layerComp = string(oci.Gzip) // docker load reads gzip layers as they are
 			}
-			comp, err := oci.ParseLayerCompression(layerComp)
+			comp, err := parseOCIFlags(maxLayers, layerComp, push)
 			if err != nil {
-				return usageError{err}
-			}
-			if push != "" {
-				if _, err := oci.ParseReference(push); err != nil {
-					return usageError{fmt.Errorf("--push: %w", err)}
-				}
+				return err
 			}
 			if imageName == "" {
 				if imageName = publish.DefaultName(in.Flake, in.Config, in.Toplevel); imageName == "" {
