@@ -65,7 +65,7 @@ func benchRead(b *testing.B, z []byte, n int, procs int) {
 	b.SetBytes(int64(n))
 	buf := make([]byte, 256<<10)
 	for b.Loop() {
-		r, err := newXzReader(newInput(bytes.NewReader(z)), procs)
+		r, err := newXzReader(newInput(bytes.NewReader(z)), procs, "")
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -133,9 +133,19 @@ func decodeXz(data []byte, procs int) ([]byte, error) {
 }
 
 // decodeXzDict is decodeXz that also returns the largest dictionary size
-// found in the block headers.
-func decodeXzDict(data []byte, procs int) (_ []byte, maxDict int, _ error) {
-	r, err := newXzReader(newInput(&oddReader{r: bytes.NewReader(data)}), procs)
+// found in the block headers. It decodes twice, reading ahead in memory and
+// into a spill file, and fails if the two disagree.
+func decodeXzDict(data []byte, procs int) ([]byte, int, error) {
+	out, maxDict, err := decodeXzMode(data, procs, "")
+	out2, _, err2 := decodeXzMode(data, procs, os.TempDir())
+	if (err == nil) != (err2 == nil) || !bytes.Equal(out, out2) {
+		return nil, 0, fmt.Errorf("memory and spill read-ahead differ: %v / %v, %d / %d bytes", err, err2, len(out), len(out2))
+	}
+	return out, maxDict, err
+}
+
+func decodeXzMode(data []byte, procs int, spillDir string) (_ []byte, maxDict int, _ error) {
+	r, err := newXzReader(newInput(&oddReader{r: bytes.NewReader(data)}), procs, spillDir)
 	if err != nil {
 		return nil, 0, err
 	}

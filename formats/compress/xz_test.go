@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"hash/crc64"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -276,7 +277,7 @@ func TestXzNoGoroutineLeaks(t *testing.T) {
 	base := runtime.NumGoroutine()
 
 	for _, readBytes := range []int{0, 1, 300 << 10, len(data)} {
-		r, err := newXzReader(newInput(bytes.NewReader(z)), 4)
+		r, err := newXzReader(newInput(bytes.NewReader(z)), 4, "")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -290,7 +291,7 @@ func TestXzNoGoroutineLeaks(t *testing.T) {
 	}
 
 	// Abandoned reader: its helpers finish their blocks and exit.
-	r, _ := newXzReader(newInput(bytes.NewReader(z)), 4)
+	r, _ := newXzReader(newInput(bytes.NewReader(z)), 4, "")
 	r.Read(make([]byte, 1000))
 	r = nil
 	settle(base)
@@ -321,4 +322,66 @@ func TestXzNoGoroutineLeaks(t *testing.T) {
 	w.Write(data[:1<<20])
 	w = nil
 	settle(base)
+}
+
+// With a spill directory, the compressed blocks read ahead go to an
+// unlinked file there: the memory held is only the helpers' output, the
+// file's space is given back as blocks finish, and nothing is left in the
+// directory. An unusable directory means reading ahead in memory.
+func TestXzSpillReadAhead(t *testing.T) {
+	data := corpus(6 << 20)
+	const block = 512 << 10
+	z := smallBlocks(t, data, block, 4)
+	dir := t.TempDir()
+	r, err := newXzReader(newInput(bytes.NewReader(z)), 3, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	buf := make([]byte, 64<<10)
+	spilled := false
+	for {
+		n, err := r.Read(buf)
+		out.Write(buf[:n])
+		// Two helpers, each holding at most one block of output.
+		if r.held > 2*block {
+			t.Fatalf("%d bytes of memory held, want at most %d", r.held, 2*block)
+		}
+		if r.spill.held > 0 {
+			spilled = true
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustEqual(t, "spilled read-ahead", out.Bytes(), data)
+	if !spilled {
+		t.Fatal("nothing was read ahead into the spill file")
+	}
+	if r.spill.held != 0 || r.held != 0 {
+		t.Fatalf("after EOF: %d bytes still in the spill file, %d in memory", r.spill.held, r.held)
+	}
+	r.Close()
+	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+		t.Fatalf("spill directory not empty: %v", ents)
+	}
+
+	got, err := io.ReadAll(mustXzReader(t, z, filepath.Join(dir, "missing")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustEqual(t, "unusable spill directory", got, data)
+}
+
+func mustXzReader(t *testing.T, z []byte, spillDir string) *xzReader {
+	t.Helper()
+	r, err := newXzReader(newInput(bytes.NewReader(z)), 3, spillDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return r
 }

@@ -17,9 +17,10 @@ package compress
 // straight from the input.
 //
 // Memory: the streaming window (10 MiB for "xz -6"), plus at most
-// xzReadBudget bytes of look-ahead (compressed blocks and decoded helper
-// output). For "xz -T2 -6" files (24 MiB blocks, ~6 MiB compressed) that is
-// one helper block at a time, i.e. two blocks decoding in parallel.
+// xzReadBudget bytes of look-ahead (decoded helper output, and compressed
+// blocks unless they are spilled to a file: see xzspill.go). For "xz -T2 -6"
+// files (24 MiB blocks, ~6 MiB compressed) that is one helper block at a
+// time, i.e. two blocks decoding in parallel.
 //
 // Every block's check (CRC32, CRC64 or SHA-256), padding and sizes are
 // verified, and the records of all blocks are compared with the stream's
@@ -32,6 +33,7 @@ import (
 	"hash"
 	"hash/crc32"
 	"io"
+	"os"
 	"sync/atomic"
 )
 
@@ -71,6 +73,8 @@ type xzReader struct {
 	err    error
 
 	maxDict int // largest dictionary size seen in a block header
+
+	spill *spillFile // where read-ahead blocks go; nil: memory
 }
 
 // xzItem is a block (or the index) found in the input.
@@ -80,8 +84,12 @@ type xzItem struct {
 	hdr   xzBlockHeader
 	off   int64    // offset of the block header
 	data  [][]byte // compressed data, padding and check, in pool chunks
-	size  int64    // bytes in data
-	held  int64
+	size  int64    // bytes in data (or in the spill file)
+	held  int64    // bytes of memory held for the item
+
+	spilled  bool // the compressed data is in the spill file
+	spillOff int64
+	spillF   *os.File
 
 	w         *xzWorker
 	done      chan struct{}
@@ -97,8 +105,11 @@ type xzWorker struct {
 	dec xzBlockDecoder
 }
 
-func newXzReader(in *input, procs int) (*xzReader, error) {
+func newXzReader(in *input, procs int, spillDir string) (*xzReader, error) {
 	r := &xzReader{in: in, abort: new(atomic.Bool)}
+	if spillDir != "" {
+		r.spill = &spillFile{dir: spillDir}
+	}
 	r.workers = max(procs-1, 0)
 	r.spare = r.workers
 	r.outs.max = r.workers
@@ -163,6 +174,9 @@ func (r *xzReader) advance() error {
 			}
 			it.delivered = true
 			r.curOut = it.out
+			// The helper has checked the block: its compressed data
+			// can go back before the output is consumed.
+			r.recycleData(it)
 			return nil
 		}
 		r.idle = append(r.idle, it.w)
@@ -197,8 +211,9 @@ func (r *xzReader) blockErr(it *xzItem, err error) error {
 func (r *xzReader) finishItem(it *xzItem, unpadded, uncompressed int64) {
 	r.recs.add(uint64(unpadded), uint64(uncompressed))
 	r.blocks++
-	r.held -= it.held
 	r.recycleData(it)
+	r.held -= it.held
+	it.held = 0
 	it.out, it.outBuf = nil, nil
 	r.cur = nil
 }
@@ -290,20 +305,21 @@ func (r *xzReader) tailLen(cSize int64) int64 {
 // into memory so that the blocks after it can be handed out.
 func (r *xzReader) startOwn(it *xzItem) error {
 	h := it.hdr
-	if it.data == nil && r.hasIdle() && h.cSize > 0 {
+	if it.data == nil && !it.spilled && r.hasIdle() && h.cSize > 0 {
 		n := h.cSize + r.tailLen(h.cSize)
-		if r.held+n <= xzReadBudget/2 {
-			if err := r.readData(it, n); err != nil {
+		if spill := r.canSpill(n); spill || r.held+n <= xzReadBudget/2 {
+			if err := r.readData(it, n, spill); err != nil {
 				return err
 			}
-			it.held = n
-			r.held += n
 			r.lookAhead()
 		}
 	}
 	var src blockSource
-	if it.data != nil {
-		r.own.mem = memSource{chunks: it.data, size: it.size, limit: h.cSize, scratch: r.own.mem.scratch}
+	if it.spilled {
+		r.own.file.reset(it.spillF, it.spillOff, it.size, h.cSize)
+		src = &r.own.file
+	} else if it.data != nil {
+		r.own.mem = memSource{chunks: it.data, size: it.size, limit: h.cSize, scratch: r.own.mem.scratch, done: r.chunkDone}
 		src = &r.own.mem
 	} else {
 		r.own.io = ioSource{r: r.in, limit: h.cSize, scratch: r.own.io.scratch}
@@ -327,18 +343,23 @@ func (r *xzReader) lookAhead() {
 			return
 		}
 		n := h.cSize + r.tailLen(h.cSize)
-		if h.uSize > xzReadBudget || r.held+n+h.uSize > xzReadBudget {
+		spill := r.canSpill(n)
+		mem := n
+		if spill {
+			mem = 0
+		}
+		if h.uSize > xzReadBudget || r.held+mem+h.uSize > xzReadBudget {
 			return
 		}
-		if err := r.readData(it, n); err != nil {
+		if err := r.readData(it, n, spill); err != nil {
 			it.err = fmt.Errorf("xz: truncated stream in block %d at offset %d: %w", r.parsed, it.off, err)
 			return
 		}
 		w := r.takeIdle()
 		it.w = w
 		it.outBuf = r.outs.get(h.uSize)
-		it.held = n + h.uSize
-		r.held += it.held
+		it.held += h.uSize
+		r.held += h.uSize
 		it.done = make(chan struct{})
 		r.running = append(r.running, it)
 		go w.run(it, r.check, r.abort)
@@ -365,8 +386,15 @@ func (w *xzWorker) run(it *xzItem, check byte, abort *atomic.Bool) {
 	defer close(it.done)
 	d := &w.dec
 	h := it.hdr
-	d.mem = memSource{chunks: it.data, size: it.size, limit: h.cSize, scratch: d.mem.scratch}
-	if err := d.begin(h, check, &d.mem, it.outBuf[:h.uSize]); err != nil {
+	var src blockSource
+	if it.spilled {
+		d.file.reset(it.spillF, it.spillOff, it.size, h.cSize)
+		src = &d.file
+	} else {
+		d.mem = memSource{chunks: it.data, size: it.size, limit: h.cSize, scratch: d.mem.scratch}
+		src = &d.mem
+	}
+	if err := d.begin(h, check, src, it.outBuf[:h.uSize]); err != nil {
 		it.werr = err
 		return
 	}
@@ -524,6 +552,9 @@ func (r *xzReader) Close() error {
 	}
 	r.queue, r.cur, r.curOut = nil, nil, nil
 	r.chunks, r.outs = nil, bufPool{}
+	if r.spill != nil {
+		r.spill.close()
+	}
 	return nil
 }
 
@@ -533,9 +564,22 @@ func (r *xzReader) Close() error {
 // its live size).
 const xzChunk = 1 << 20
 
+// canSpill reports whether n bytes of read-ahead go to the spill file.
+func (r *xzReader) canSpill(n int64) bool {
+	return r.spill != nil && r.spill.open() == nil && r.spill.held+n <= xzSpillLimit
+}
+
 // readData reads n bytes of compressed block data (with padding and check)
-// for it into chunks.
-func (r *xzReader) readData(it *xzItem, n int64) error {
+// for it into the spill file or into chunks, and accounts for the memory.
+func (r *xzReader) readData(it *xzItem, n int64, spill bool) error {
+	if spill {
+		off, err := r.spill.store(r.in.br, n)
+		if err != nil {
+			return err
+		}
+		it.spilled, it.spillOff, it.spillF, it.size = true, off, r.spill.f, n
+		return nil
+	}
 	for rem := n; rem > 0; {
 		var c []byte
 		if k := len(r.chunks); k > 0 {
@@ -548,6 +592,8 @@ func (r *xzReader) readData(it *xzItem, n int64) error {
 		}
 		c = c[:min(rem, xzChunk)]
 		it.data = append(it.data, c)
+		it.held += int64(len(c))
+		r.held += int64(len(c))
 		if _, err := io.ReadFull(r.in.br, c); err != nil {
 			r.recycleData(it)
 			return noEOF(err)
@@ -558,14 +604,43 @@ func (r *xzReader) readData(it *xzItem, n int64) error {
 	return nil
 }
 
-// recycleData returns it's full-size chunks to the pool.
+// recycleData releases it's compressed data: spill file range, or chunks
+// (full-size ones go back to the pool).
 func (r *xzReader) recycleData(it *xzItem) {
-	for _, c := range it.data {
-		if cap(c) == xzChunk {
-			r.chunks = append(r.chunks, c)
-		}
+	if it.spilled {
+		r.spill.release(it.spillOff, it.size)
+		it.spilled = false
+		return
 	}
+	var n int64
+	for _, c := range it.data {
+		n += int64(len(c))
+		r.putChunk(c)
+	}
+	it.held -= n
+	r.held -= n
 	it.data = nil
+}
+
+// xzPoolChunks is how many free chunks the pool keeps. Blocks are read
+// ahead whole, so a pool that kept every chunk ever used would hold the
+// largest pair of compressed blocks seen, for the whole run; chunks beyond
+// this are left to the garbage collector.
+const xzPoolChunks = 4
+
+func (r *xzReader) putChunk(c []byte) {
+	if cap(c) == xzChunk && len(r.chunks) < xzPoolChunks {
+		r.chunks = append(r.chunks, c[:xzChunk])
+	}
+}
+
+// chunkDone is called by the reading goroutine's memSource for each chunk
+// of the current block it has read past: the chunk is released at once
+// rather than when the block ends.
+func (r *xzReader) chunkDone(c []byte) {
+	r.held -= int64(len(c))
+	r.cur.held -= int64(len(c))
+	r.putChunk(c)
 }
 
 // bufPool recycles the helpers' output buffers. A pool never
@@ -625,8 +700,10 @@ type memSource struct {
 	chunks  [][]byte
 	size    int64
 	off     int64
-	limit   int64  // end of the LZMA2 data, or -1
-	scratch []byte // for reads that straddle two chunks
+	limit   int64        // end of the LZMA2 data, or -1
+	scratch []byte       // for reads that straddle two chunks
+	done    func([]byte) // if set, gets each chunk read past (and owns it)
+	freed   int          // chunks handed to done
 }
 
 var errCompressedSize = errors.New("LZMA2 data runs past the compressed size in the block header")
@@ -641,6 +718,10 @@ func (m *memSource) next(n int) ([]byte, error) {
 	}
 	i, o := m.off/xzChunk, int(m.off%xzChunk)
 	m.off = end
+	for ; m.done != nil && int64(m.freed) < i; m.freed++ {
+		m.done(m.chunks[m.freed])
+		m.chunks[m.freed] = nil
+	}
 	if o+n <= xzChunk {
 		return m.chunks[i][o : o+n], nil
 	}
@@ -695,8 +776,9 @@ type xzBlockDecoder struct {
 	checkID byte
 	check   hash.Hash
 	uDone   int64
-	mem     memSource // reused for blocks decoded from memory
-	io      ioSource  // reused for blocks decoded from the input
+	mem     memSource  // reused for blocks decoded from memory
+	file    fileSource // reused for blocks decoded from the spill file
+	io      ioSource   // reused for blocks decoded from the input
 }
 
 // begin starts decoding a block. out, if not nil, is the flat output
