@@ -98,7 +98,7 @@ func ImportTar(ctx context.Context, root *imageroot.Root, r io.Reader, name stri
 	}
 	defer removeWorkOnError(log, &work, &err)
 
-	dr, kind, err := compress.NewReader(ctxio.Reader(ctx, r))
+	dr, kind, err := compress.NewReader(ctxio.Reader(ctx, r), compress.WithSpillDir(root.Dir))
 	if errors.Is(err, io.EOF) {
 		return errors.New("reading image: input is empty")
 	}
@@ -107,7 +107,7 @@ func ImportTar(ctx context.Context, root *imageroot.Root, r io.Reader, name stri
 	}
 	// The readahead goroutine owns dr from here: decompression and writing
 	// the tree run on two cores, as in pull.
-	ra := newReadahead(dr, 8, 256<<10)
+	ra := newReadahead(dr, 4, 256<<10)
 	defer ra.Close()
 	log.Debug("unpacking", "image", name, "compression", kind, "into", work)
 

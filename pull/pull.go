@@ -387,7 +387,12 @@ func (p *puller) receive(aux *auxFiles) (_ *received, err error) {
 	var n int64
 	counted := &countingReader{r: io.TeeReader(ctxio.Reader(p.ctx, bar.Reader(src)), h), n: &n}
 
-	dr, kind, err := compress.NewReader(counted)
+	// Two goroutines feed the one that unpacks: this one downloads and
+	// hashes, the readahead below decompresses.
+	fetched := newReadahead(io.NopCloser(counted), 4, 128<<10)
+	defer fetched.Close()
+
+	dr, kind, err := compress.NewReader(fetched, compress.WithSpillDir(p.root.Dir))
 	if errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("%s: the download is empty", p.url)
 	}
@@ -395,7 +400,7 @@ func (p *puller) receive(aux *auxFiles) (_ *received, err error) {
 		return nil, fmt.Errorf("reading %s: %w", p.url, err)
 	}
 	// From here the readahead goroutine owns dr (and closes it).
-	ra := newReadahead(dr, 8, 256<<10)
+	ra := newReadahead(dr, 4, 256<<10)
 	defer ra.Close()
 	p.log.Debug("receiving", "url", p.url, "compression", kind)
 
@@ -429,7 +434,7 @@ func (p *puller) receive(aux *auxFiles) (_ *received, err error) {
 	if _, err := io.Copy(io.Discard, ra); err != nil {
 		return nil, fmt.Errorf("reading %s: %w", p.url, err)
 	}
-	if _, err := io.Copy(io.Discard, counted); err != nil {
+	if _, err := io.Copy(io.Discard, fetched); err != nil {
 		return nil, fmt.Errorf("reading %s: %w", p.url, err)
 	}
 	res.digest = hex.EncodeToString(h.Sum(nil))

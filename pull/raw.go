@@ -113,7 +113,7 @@ func ImportRaw(ctx context.Context, root *imageroot.Root, r io.Reader, name stri
 		return err
 	}
 	defer unlock()
-	dr, kind, err := compress.NewReader(ctxio.Reader(ctx, r))
+	dr, kind, err := compress.NewReader(ctxio.Reader(ctx, r), compress.WithSpillDir(root.Dir))
 	if errors.Is(err, io.EOF) {
 		return errors.New("reading image: input is empty")
 	}
