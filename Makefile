@@ -17,7 +17,8 @@ DEB_PKGS := nix-bin systemd-container busybox-static debootstrap gnupg xz-utils 
 all: build
 
 build:
-	$(GO) build $(GOFLAGS_B) -o $(BIN) ./cmd/berth
+	# Static (no cgo): nothing needs libc, and it is 1.5 MiB less resident.
+	CGO_ENABLED=0 $(GO) build $(GOFLAGS_B) -o $(BIN) ./cmd/berth
 
 # Install the real components (idempotent; needs root on Debian).
 deps:
