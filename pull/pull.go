@@ -389,7 +389,7 @@ func (p *puller) receive(aux *auxFiles) (_ *received, err error) {
 
 	// Two goroutines feed the one that unpacks: this one downloads and
 	// hashes, the readahead below decompresses.
-	fetched := newReadahead(io.NopCloser(counted), 4, 128<<10)
+	fetched := newNetReadahead(io.NopCloser(counted), 4, 128<<10)
 	defer fetched.Close()
 
 	dr, kind, err := compress.NewReader(fetched, compress.WithSpillDir(p.root.Dir))

@@ -3,6 +3,7 @@ package pull
 import (
 	"io"
 	"sync"
+	"sync/atomic"
 )
 
 // readahead decouples a producer (the decompressor, which also pulls the
@@ -23,10 +24,29 @@ type readahead struct {
 	buf   []byte // the buffer cur points into, returned to free when used
 	err   error  // set before full is closed
 	ended bool
+
+	partial bool        // hand over partly filled buffers
+	waiting atomic.Bool // the reader is blocked on full
+	started bool        // a buffer was handed over (fill's own)
 }
 
+// minHandover is the least a partial readahead hands over, after its first
+// buffer, while the download keeps coming.
+const minHandover = 64 << 10
+
 func newReadahead(src io.ReadCloser, n, size int) *readahead {
-	r := &readahead{full: make(chan []byte, n), free: make(chan []byte, n), stop: make(chan struct{})}
+	return startReadahead(src, n, size, false)
+}
+
+// newNetReadahead is a readahead over a download: it does not wait for a
+// buffer to fill while the reader has nothing to do, so that a slow or
+// stalled download reaches the decoder as it arrives.
+func newNetReadahead(src io.ReadCloser, n, size int) *readahead {
+	return startReadahead(src, n, size, true)
+}
+
+func startReadahead(src io.ReadCloser, n, size int, partial bool) *readahead {
+	r := &readahead{full: make(chan []byte, n), free: make(chan []byte, n), stop: make(chan struct{}), partial: partial}
 	for range n {
 		r.free <- make([]byte, size)
 	}
@@ -47,17 +67,33 @@ func (r *readahead) fill(src io.ReadCloser) {
 			r.err = io.ErrClosedPipe
 			return
 		}
-		n, err := io.ReadFull(src, b)
+		var n int
+		var err error
+		for n < len(b) && err == nil {
+			var k int
+			k, err = src.Read(b[n:])
+			n += k
+			// A partial readahead hands its first buffer over at
+			// once (the decoder needs only the magic bytes to start),
+			// later ones when the reader is waiting and they hold a
+			// useful amount: handing over every short network read
+			// costs more wake-ups than it saves.
+			if r.partial && n > 0 && (!r.started || (n >= minHandover && r.waiting.Load())) {
+				break
+			}
+		}
+		if n == 0 && err == nil {
+			r.free <- b // cannot block: b came from free
+			continue
+		}
 		if n > 0 {
+			r.started = true
 			select {
 			case r.full <- b[:n]:
 			case <-r.stop:
 				r.err = io.ErrClosedPipe
 				return
 			}
-		}
-		if err == io.ErrUnexpectedEOF {
-			err = io.EOF
 		}
 		if err != nil {
 			r.err = err
@@ -76,7 +112,9 @@ func (r *readahead) Read(p []byte) (int, error) {
 		if r.ended {
 			return 0, r.err
 		}
+		r.waiting.Store(true)
 		b, ok := <-r.full
+		r.waiting.Store(false)
 		if !ok {
 			r.ended = true
 			return 0, r.err
