@@ -88,21 +88,18 @@ func rcBit(r rc, in *rcBuf, p *prob) (rc, uint32) {
 // rcBitNB decodes one bit like rcBit, but without a branch on the bit:
 // the new range, code and probability are selected with a mask. Literal
 // bits are close to unpredictable, and a mispredicted branch costs more
-// than computing both outcomes.
-func rcBitNB(r rc, in *rcBuf, p *prob) (rc, uint32) {
-	if r.rng < 1<<24 {
-		r.rng <<= 8
-		r.code = r.code<<8 | uint32(in[r.pos&(rcBufSize-1)])
-		r.pos++
-	}
+// than computing both outcomes. The caller refills first
+// (rcBitNB(rcNormalize(r, in), p)): together the two would exceed Go's
+// inlining budget, and a call per literal bit costs a fifth of the
+// decoding time.
+func rcBitNB(r rc, p *prob) (rc, uint32) {
 	v := uint32(*p)
 	bound := (r.rng >> 11) * v
 	m := uint32((uint64(r.code) - uint64(bound)) >> 32) // all ones: bit 0
 	r.rng = (r.rng-bound)&^m | bound&m
 	r.code -= bound &^ m
-	p0 := v + (1<<11-v)>>5
 	p1 := v - v>>5
-	*p = prob(p1 ^ (p0^p1)&m)
+	*p = prob(p1 ^ (v+(1<<11-v)>>5^p1)&m)
 	return r, m + 1
 }
 
@@ -134,7 +131,7 @@ func rcTree6(r rc, in *rcBuf, p *[64]prob) (rc, uint32) {
 	var b uint32
 	m := uint32(1)
 	for m < 64 {
-		r, b = rcBitNB(r, in, &p[m&63])
+		r, b = rcBitNB(rcNormalize(r, in), &p[m&63])
 		m = m<<1 | b
 	}
 	return r, m - 64
@@ -266,7 +263,7 @@ func (d *lzmaDecoder) decodeDist(r rc, length int) (rc, uint32) {
 		base := dist - slot
 		m := uint32(1)
 		for i := uint32(0); i < n; i++ {
-			r, b = rcBitNB(r, in, &d.distSpecial[base+m])
+			r, b = rcBitNB(rcNormalize(r, in), &d.distSpecial[base+m])
 			m = m<<1 | b
 			dist |= b << i
 		}
@@ -285,7 +282,7 @@ func (d *lzmaDecoder) decodeDist(r rc, length int) (rc, uint32) {
 	dist += direct << 4
 	m := uint32(1)
 	for i := uint32(0); i < 4; i++ {
-		r, b = rcBitNB(r, in, &d.align[m&15])
+		r, b = rcBitNB(rcNormalize(r, in), &d.align[m&15])
 		m = m<<1 | b
 		dist |= b << i
 	}
@@ -351,23 +348,8 @@ func (d *lzmaDecoder) decodeChunk(w *lzmaWindow, compressed []byte, n int) error
 			sym := uint32(1)
 			if state < 7 {
 				for sym < 0x100 {
-					// rcBitNB, by hand: it is too big for the inliner,
-					// and a call per literal bit costs a fifth of
-					// the decoding time.
-					if r.rng < 1<<24 {
-						r.rng <<= 8
-						r.code = r.code<<8 | uint32(in[r.pos&(rcBufSize-1)])
-						r.pos++
-					}
-					p := &probs[sym]
-					v := uint32(*p)
-					bound := (r.rng >> 11) * v
-					m := uint32((uint64(r.code) - uint64(bound)) >> 32)
-					r.rng = (r.rng-bound)&^m | bound&m
-					r.code -= bound &^ m
-					p1 := v - v>>5
-					*p = prob(p1 ^ (v+(1<<11-v)>>5^p1)&m)
-					sym = sym<<1 | (m + 1)
+					r, b = rcBitNB(rcNormalize(r, in), &probs[sym])
+					sym = sym<<1 | b
 				}
 				if state < 4 {
 					state = 0
@@ -385,20 +367,7 @@ func (d *lzmaDecoder) decodeChunk(w *lzmaWindow, compressed []byte, n int) error
 					match <<= 1
 					mbit := match & offset
 					// offset and mbit are 0 or 0x100: the index is < 0x300.
-					if r.rng < 1<<24 { // rcBitNB, by hand
-						r.rng <<= 8
-						r.code = r.code<<8 | uint32(in[r.pos&(rcBufSize-1)])
-						r.pos++
-					}
-					p := &probs[offset+mbit+sym]
-					v := uint32(*p)
-					bound := (r.rng >> 11) * v
-					m := uint32((uint64(r.code) - uint64(bound)) >> 32)
-					r.rng = (r.rng-bound)&^m | bound&m
-					r.code -= bound &^ m
-					p1 := v - v>>5
-					*p = prob(p1 ^ (v+(1<<11-v)>>5^p1)&m)
-					b = m + 1
+					r, b = rcBitNB(rcNormalize(r, in), &probs[offset+mbit+sym])
 					sym = sym<<1 | b
 					// bit 1 keeps offset only where the match bit was
 					// set, bit 0 only where it was clear.
