@@ -38,9 +38,10 @@ func newReadahead(src io.ReadCloser, n, size int) *readahead {
 	return startReadahead(src, n, size, false)
 }
 
-// newNetReadahead is a readahead over a download: it does not wait for a
-// buffer to fill while the reader has nothing to do, so that a slow or
-// stalled download reaches the decoder as it arrives.
+// newNetReadahead is a readahead over a download: its first bytes reach the
+// reader at once (the decoder needs only the magic bytes to start), later
+// ones as soon as the reader waits and minHandover bytes are there, not
+// only when a buffer is full.
 func newNetReadahead(src io.ReadCloser, n, size int) *readahead {
 	return startReadahead(src, n, size, true)
 }

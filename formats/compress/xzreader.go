@@ -314,14 +314,8 @@ func (r *xzReader) startOwn(it *xzItem) error {
 			r.lookAhead()
 		}
 	}
-	var src blockSource
-	if it.spilled {
-		r.own.file.reset(it.spillF, it.spillOff, it.size, h.cSize)
-		src = &r.own.file
-	} else if it.data != nil {
-		r.own.mem = memSource{chunks: it.data, size: it.size, limit: h.cSize, scratch: r.own.mem.scratch, done: r.chunkDone}
-		src = &r.own.mem
-	} else {
+	src := r.own.readAhead(it, r.chunkDone)
+	if src == nil {
 		r.own.io = ioSource{r: r.in, limit: h.cSize, scratch: r.own.io.scratch}
 		src = &r.own.io
 	}
@@ -386,15 +380,7 @@ func (w *xzWorker) run(it *xzItem, check byte, abort *atomic.Bool) {
 	defer close(it.done)
 	d := &w.dec
 	h := it.hdr
-	var src blockSource
-	if it.spilled {
-		d.file.reset(it.spillF, it.spillOff, it.size, h.cSize)
-		src = &d.file
-	} else {
-		d.mem = memSource{chunks: it.data, size: it.size, limit: h.cSize, scratch: d.mem.scratch}
-		src = &d.mem
-	}
-	if err := d.begin(h, check, src, it.outBuf[:h.uSize]); err != nil {
+	if err := d.begin(h, check, d.readAhead(it, nil), it.outBuf[:h.uSize]); err != nil {
 		it.werr = err
 		return
 	}
@@ -779,6 +765,21 @@ type xzBlockDecoder struct {
 	mem     memSource  // reused for blocks decoded from memory
 	file    fileSource // reused for blocks decoded from the spill file
 	io      ioSource   // reused for blocks decoded from the input
+}
+
+// readAhead returns a source over it's compressed data read ahead (into
+// the spill file or into memory chunks, which done, if set, gets as they
+// are read past), or nil if it was not read ahead.
+func (d *xzBlockDecoder) readAhead(it *xzItem, done func([]byte)) blockSource {
+	switch {
+	case it.spilled:
+		d.file.reset(it.spillF, it.spillOff, it.size, it.hdr.cSize)
+		return &d.file
+	case it.data != nil:
+		d.mem = memSource{chunks: it.data, size: it.size, limit: it.hdr.cSize, scratch: d.mem.scratch, done: done}
+		return &d.mem
+	}
+	return nil
 }
 
 // begin starts decoding a block. out, if not nil, is the flat output
