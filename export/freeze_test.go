@@ -121,10 +121,17 @@ func TestFreezer(t *testing.T) {
 		}
 
 		// A cgroup somebody else froze stays frozen after our export.
-		if err := fr.set(true); err != nil {
-			t.Fatal(err)
-		}
+		// The v1 freezer can stay FREEZING until FROZEN is written
+		// again (freeze does the same); never wait without a bound.
+		deadline := time.Now().Add(freezeTimeout)
 		for ok := false; !ok; ok, _ = fr.frozen() {
+			if time.Now().After(deadline) {
+				_ = fr.set(false)
+				t.Fatalf("%s not frozen after %v", fr, freezeTimeout)
+			}
+			if err := fr.set(true); err != nil {
+				t.Fatal(err)
+			}
 			time.Sleep(5 * time.Millisecond)
 		}
 		thaw, err = fr.freeze(context.Background())
