@@ -154,11 +154,12 @@ func (k Kind) String() string { return string(k) }
 // headers record their sizes (written by this package and by "xz -T") are
 // decoded in parallel by up to runtime.GOMAXPROCS(0) goroutines, other
 // blocks sequentially. Memory is the LZMA2 dictionary plus 2 MiB (10 MiB for
-// "xz -6") plus at most 40 MiB of blocks read ahead (only decoded ones with
-// [WithSpillDir]); dictionaries over 128 MiB are refused. Measured on the
-// 201 MiB Debian tree's tar, 2 cores, to io.Discard: "xz -T2 -6" file
-// (24 MiB blocks) 2.25 s with a spill directory; a single-block "xz -6"
-// file 3.1 s (xz -dc: 3.2-3.4 s either way).
+// "xz -6") plus at most 40 MiB of blocks read ahead or, with [WithSpillDir],
+// at most 40 MiB of decoding windows; dictionaries over 128 MiB are
+// refused. Measured on the 201 MiB Debian tree's tar, 2 cores, to
+// io.Discard: "xz -T2 -6" file (24 MiB blocks) 2.25 s with a spill
+// directory; a single-block "xz -6" file 3.1 s (xz -dc: 3.2-3.4 s either
+// way).
 //
 // zstd windows over 128 MiB (zstd --long=28 and up) are refused, as the
 // zstd command does by default.
@@ -200,11 +201,13 @@ type readerConfig struct {
 	spillDir string
 }
 
-// WithSpillDir lets the xz reader keep the compressed blocks it reads ahead
-// (to decode them on other cores) in an unlinked file in dir instead of in
-// memory: for an "xz -T2" file that is 10-25 MiB less heap. The disk space
-// used is about the compressed size of the blocks in flight. If the file
-// cannot be created the reader reads ahead in memory.
+// WithSpillDir lets the xz reader keep what it reads and decodes ahead in an
+// unlinked file in dir instead of in memory: the compressed blocks it reads
+// ahead, and the output of the goroutines that decode them, so that these
+// never wait for the consumer and every core decodes all the time (see
+// xzspill.go). The disk space used is at most 128 MiB of output decoded
+// ahead plus the compressed size of the blocks in flight. If the file cannot
+// be created the reader reads ahead in memory.
 func WithSpillDir(dir string) ReaderOption { return func(c *readerConfig) { c.spillDir = dir } }
 
 // input is the buffered source every decoder reads from. It counts the

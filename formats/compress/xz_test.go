@@ -324,9 +324,10 @@ func TestXzNoGoroutineLeaks(t *testing.T) {
 	settle(base)
 }
 
-// With a spill directory, the compressed blocks read ahead go to an
-// unlinked file there: the memory held is only the helpers' output, the
-// file's space is given back as blocks finish, and nothing is left in the
+// With a spill directory, workers decode blocks into an unlinked file there
+// and the reading goroutine delivers from it: no look-ahead is held in
+// memory, the output decoded ahead stays within its limit, the file's space
+// is given back as blocks are delivered, and nothing is left in the
 // directory. An unusable directory means reading ahead in memory.
 func TestXzSpillReadAhead(t *testing.T) {
 	data := corpus(6 << 20)
@@ -337,18 +338,26 @@ func TestXzSpillReadAhead(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if !r.sym {
+		t.Fatal("spill mode is off with a usable directory")
+	}
 	var out bytes.Buffer
 	buf := make([]byte, 64<<10)
-	spilled := false
+	spilled, fromWorker := false, 0
 	for {
 		n, err := r.Read(buf)
 		out.Write(buf[:n])
-		// Two helpers, each holding at most one block of output.
-		if r.held > 2*block {
-			t.Fatalf("%d bytes of memory held, want at most %d", r.held, 2*block)
+		if r.held != 0 {
+			t.Fatalf("%d bytes of look-ahead held in memory", r.held)
+		}
+		if r.ahead > xzAheadLimit || r.spill.held > xzAheadLimit+xzSpillLimit {
+			t.Fatalf("%d bytes decoded ahead, %d in the spill file", r.ahead, r.spill.held)
 		}
 		if r.spill.held > 0 {
 			spilled = true
+		}
+		if r.cur != nil && r.cur.sp {
+			fromWorker++
 		}
 		if err == io.EOF {
 			break
@@ -357,9 +366,12 @@ func TestXzSpillReadAhead(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	if win := int64(r.maxDict) + lzma2MaxChunkU; int64(r.slots)*win > max(xzReadBudget, win) || r.slots > 3 {
+		t.Fatalf("%d workers with %d-byte windows", r.slots, win)
+	}
 	mustEqual(t, "spilled read-ahead", out.Bytes(), data)
-	if !spilled {
-		t.Fatal("nothing was read ahead into the spill file")
+	if !spilled || fromWorker == 0 {
+		t.Fatalf("spill file used: %v; reads of worker output: %d", spilled, fromWorker)
 	}
 	if r.spill.held != 0 || r.held != 0 {
 		t.Fatalf("after EOF: %d bytes still in the spill file, %d in memory", r.spill.held, r.held)

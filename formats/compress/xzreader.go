@@ -16,6 +16,11 @@ package compress
 // their headers (single-threaded xz) are decoded by the reading goroutine
 // straight from the input.
 //
+// With a spill file (spill mode, xzspill.go) helpers decode streaming into
+// the file instead of into memory, so they never wait for the consumer; the
+// reading goroutine then only delivers, and decodes itself just the blocks
+// that cannot be handed out.
+//
 // Memory: the streaming window (10 MiB for "xz -6"), plus at most
 // xzReadBudget bytes of look-ahead (decoded helper output, and compressed
 // blocks unless they are spilled to a file: see xzspill.go). For "xz -T2 -6"
@@ -75,6 +80,15 @@ type xzReader struct {
 	maxDict int // largest dictionary size seen in a block header
 
 	spill *spillFile // where read-ahead blocks go; nil: memory
+
+	// Spill mode (see xzspill.go): workers decode every block that has
+	// sizes into the spill file and the reading goroutine delivers it.
+	sym    bool
+	notify chan struct{} // a worker made progress or finished
+	ahead  int64         // uncompressed bytes of blocks handed to workers, not yet delivered
+	unread *xzItem       // the block whose header was parsed last, if its data is still in the input
+	slots  int           // worker slots created
+	rbuf   []byte        // delivery buffer for spilled output
 }
 
 // xzItem is a block (or the index) found in the input.
@@ -90,6 +104,16 @@ type xzItem struct {
 	spilled  bool // the compressed data is in the spill file
 	spillOff int64
 	spillF   *os.File
+
+	// Spill mode: the worker writes the block's output to
+	// [outOff, outOff+uSize) of the spill file and publishes how much it
+	// has written; the reading goroutine delivers and releases it.
+	sp      bool
+	outOff  int64
+	written atomic.Int64
+	readPos int64
+	relPos  int64
+	notify  chan struct{}
 
 	w         *xzWorker
 	done      chan struct{}
@@ -111,6 +135,11 @@ func newXzReader(in *input, procs int, spillDir string) (*xzReader, error) {
 		r.spill = &spillFile{dir: spillDir}
 	}
 	r.workers = max(procs-1, 0)
+	if r.spill != nil && procs >= 2 && r.spill.open() == nil {
+		r.sym = true
+		r.workers = procs
+		r.notify = make(chan struct{}, 1)
+	}
 	r.spare = r.workers
 	r.outs.max = r.workers
 	var h [xzHeaderLen]byte
@@ -165,6 +194,9 @@ func (r *xzReader) advance() error {
 		r.cur = it
 	}
 	it := r.cur
+	if it.sp {
+		return r.deliverSpilled(it)
+	}
 	if it.w != nil {
 		if !it.delivered {
 			<-it.done
@@ -184,6 +216,7 @@ func (r *xzReader) advance() error {
 		r.finishItem(it, it.unpadded, it.hdr.uSize)
 		return nil
 	}
+	r.feed()
 	out, err := r.own.step()
 	if err == io.EOF {
 		unpadded, err := r.own.finish()
@@ -209,6 +242,9 @@ func (r *xzReader) blockErr(it *xzItem, err error) error {
 
 // finishItem records a fully delivered block.
 func (r *xzReader) finishItem(it *xzItem, unpadded, uncompressed int64) {
+	if r.unread == it {
+		r.unread = nil
+	}
 	r.recs.add(uint64(unpadded), uint64(uncompressed))
 	r.blocks++
 	r.recycleData(it)
@@ -251,6 +287,13 @@ func (r *xzReader) nextBlock() (*xzItem, error) {
 			}
 			continue
 		}
+		if r.sym && it.w == nil {
+			r.collect()
+			r.assign(it)
+			if it.err != nil {
+				return nil, it.err
+			}
+		}
 		if it.w == nil {
 			if err := r.startOwn(it); err != nil {
 				return nil, r.blockErr(it, err)
@@ -284,7 +327,9 @@ func (r *xzReader) parse() *xzItem {
 		return &xzItem{err: fmt.Errorf("xz: block %d at offset %d: %w", r.parsed, off, err)}
 	}
 	r.maxDict = max(r.maxDict, bh.dictSize)
-	return &xzItem{hdr: bh, off: off}
+	it := &xzItem{hdr: bh, off: off}
+	r.unread = it
+	return it
 }
 
 func noEOF(err error) error {
@@ -305,13 +350,15 @@ func (r *xzReader) tailLen(cSize int64) int64 {
 // into memory so that the blocks after it can be handed out.
 func (r *xzReader) startOwn(it *xzItem) error {
 	h := it.hdr
-	if it.data == nil && !it.spilled && r.hasIdle() && h.cSize > 0 {
+	if it.data == nil && !it.spilled && (r.sym || r.hasIdle()) && h.cSize > 0 {
 		n := h.cSize + r.tailLen(h.cSize)
-		if spill := r.canSpill(n); spill || r.held+n <= xzReadBudget/2 {
+		if spill := r.canSpill(n); spill || (!r.sym && r.held+n <= xzReadBudget/2) {
 			if err := r.readData(it, n, spill); err != nil {
 				return err
 			}
-			r.lookAhead()
+			if !r.sym {
+				r.lookAhead()
+			}
 		}
 	}
 	src := r.own.readAhead(it, r.chunkDone)
@@ -356,11 +403,22 @@ func (r *xzReader) lookAhead() {
 		r.held += h.uSize
 		it.done = make(chan struct{})
 		r.running = append(r.running, it)
-		go w.run(it, r.check, r.abort)
+		go w.run(it, r.check, r.abort, it.outBuf[:h.uSize], nil)
 	}
 }
 
-func (r *xzReader) hasIdle() bool { return len(r.idle) > 0 || r.spare > 0 }
+func (r *xzReader) hasIdle() bool {
+	if len(r.idle) > 0 {
+		return true
+	}
+	if r.spare == 0 {
+		return false
+	}
+	// A spill-mode worker holds a streaming window: create slots while
+	// their windows fit the budget.
+	win := int64(r.maxDict) + lzma2MaxChunkU
+	return !r.sym || r.slots == 0 || int64(r.slots+1)*win <= xzReadBudget
+}
 
 // takeIdle returns an idle helper slot; slots (each holds a ~100 KiB
 // decoder) are created only when first needed.
@@ -371,16 +429,21 @@ func (r *xzReader) takeIdle() *xzWorker {
 		return w
 	}
 	r.spare--
+	r.slots++
 	return new(xzWorker)
 }
 
-// run decodes a whole block into it.outBuf; it is the body of a helper
-// goroutine and touches nothing but the item and the worker.
-func (w *xzWorker) run(it *xzItem, check byte, abort *atomic.Bool) {
-	defer close(it.done)
+// run decodes a block: into out, a buffer of exactly its uncompressed
+// size, or, if out is nil, streaming, giving each piece of output to emit.
+// It is the body of a helper goroutine and touches nothing but the item,
+// the worker and what emit touches.
+func (w *xzWorker) run(it *xzItem, check byte, abort *atomic.Bool, out []byte, emit func([]byte) error) {
+	defer func() {
+		close(it.done)
+		signal(it.notify)
+	}()
 	d := &w.dec
-	h := it.hdr
-	if err := d.begin(h, check, d.readAhead(it, nil), it.outBuf[:h.uSize]); err != nil {
+	if err := d.begin(it.hdr, check, d.readAhead(it, nil), out); err != nil {
 		it.werr = err
 		return
 	}
@@ -389,9 +452,12 @@ func (w *xzWorker) run(it *xzItem, check byte, abort *atomic.Bool) {
 			it.werr = errXzClosed
 			return
 		}
-		_, err := d.step()
+		b, err := d.step()
 		if err == io.EOF {
 			break
+		}
+		if err == nil && emit != nil {
+			err = emit(b)
 		}
 		if err != nil {
 			it.werr = err
@@ -399,7 +465,15 @@ func (w *xzWorker) run(it *xzItem, check byte, abort *atomic.Bool) {
 		}
 	}
 	it.unpadded, it.werr = d.finish()
-	it.out = it.outBuf[:h.uSize]
+	it.out = out
+}
+
+// signal wakes whoever waits on c (nil: nobody) without blocking.
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
 }
 
 // endStream reads the index (its indicator byte already consumed), checks
@@ -564,6 +638,9 @@ func (r *xzReader) readData(it *xzItem, n int64, spill bool) error {
 			return err
 		}
 		it.spilled, it.spillOff, it.spillF, it.size = true, off, r.spill.f, n
+		if r.unread == it {
+			r.unread = nil
+		}
 		return nil
 	}
 	for rem := n; rem > 0; {
@@ -587,6 +664,9 @@ func (r *xzReader) readData(it *xzItem, n int64, spill bool) error {
 		rem -= int64(len(c))
 	}
 	it.size = n
+	if r.unread == it {
+		r.unread = nil
+	}
 	return nil
 }
 

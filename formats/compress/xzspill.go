@@ -151,3 +151,170 @@ func (s *fileSource) next(n int) ([]byte, error) {
 	s.off += int64(n)
 	return b, nil
 }
+
+// reserve sets aside n bytes at the end of the file for a worker's output
+// and returns their offset.
+func (s *spillFile) reserve(n int64) int64 {
+	off := s.end
+	s.end += n
+	s.held += n
+	return off
+}
+
+// Spill mode.
+//
+// With a spill file, decoded output need not be held in memory either, so
+// every block whose header records both sizes is decoded by a worker
+// goroutine, streaming through a window of dictionary size + 2 MiB, into a
+// reserved range of the spill file; the reading goroutine reads the output
+// back in order as it is published and gives the space back. Workers never
+// wait for the reader: as soon as one is free it gets the next block, so
+// all cores decode all the time, and the reading goroutine (which also
+// runs the consumer, e.g. tar extraction) shares them. Memory is the
+// workers' windows, bounded by xzReadBudget; disk is bounded by
+// xzAheadLimit of output and xzSpillLimit of compressed data.
+
+// xzAheadLimit bounds the uncompressed bytes of blocks handed to workers and
+// not yet delivered.
+const xzAheadLimit = 128 << 20
+
+// collect gives the slots of finished workers back.
+func (r *xzReader) collect() {
+	for i := 0; i < len(r.running); {
+		it := r.running[i]
+		select {
+		case <-it.done:
+			r.idle = append(r.idle, it.w)
+			r.running = append(r.running[:i], r.running[i+1:]...)
+		default:
+			i++
+		}
+	}
+}
+
+// feed hands the blocks after the ones already handed out to free workers,
+// while the limits allow.
+func (r *xzReader) feed() {
+	if !r.sym {
+		return
+	}
+	r.collect()
+	for r.hasIdle() {
+		it := r.nextUnassigned()
+		if it == nil || !r.assign(it) {
+			return
+		}
+	}
+}
+
+// nextUnassigned returns the first queued block not handed out, parsing
+// the next header if every queued block is, or nil if there is none to
+// hand out now (an error, the index, or a block whose data is being
+// decoded from the input comes first).
+func (r *xzReader) nextUnassigned() *xzItem {
+	for _, it := range r.queue {
+		if it.err != nil || it.index {
+			return nil
+		}
+		if it.w == nil {
+			return it
+		}
+	}
+	if r.eof || r.unread != nil {
+		return nil
+	}
+	it := r.parse()
+	r.queue = append(r.queue, it)
+	if it.err != nil || it.index {
+		return nil
+	}
+	return it
+}
+
+// assign hands it to a worker if its sizes are known and the limits
+// allow, reading its compressed data into the spill file first. A read
+// error is left in it.err.
+func (r *xzReader) assign(it *xzItem) bool {
+	h := it.hdr
+	if h.cSize < 0 || h.uSize < 0 || h.uSize > xzAheadLimit-r.ahead || !r.hasIdle() {
+		return false
+	}
+	if !it.spilled {
+		n := h.cSize + r.tailLen(h.cSize)
+		if !r.canSpill(n) {
+			return false
+		}
+		if err := r.readData(it, n, true); err != nil {
+			it.err = fmt.Errorf("xz: truncated stream in block at offset %d: %w", it.off, err)
+			return false
+		}
+	}
+	it.w, it.sp = r.takeIdle(), true
+	it.outOff = r.spill.reserve(h.uSize)
+	it.notify = r.notify
+	it.done = make(chan struct{})
+	r.ahead += h.uSize
+	r.running = append(r.running, it)
+	go it.w.run(it, r.check, r.abort, nil, spillOutput(it, r.spill.f))
+	return true
+}
+
+// spillOutput returns the emit function of a worker decoding it into the
+// spill file: each piece is written to the block's range, then published.
+func spillOutput(it *xzItem, f *os.File) func([]byte) error {
+	var n int64
+	return func(b []byte) error {
+		if _, err := f.WriteAt(b, it.outOff+n); err != nil {
+			return fmt.Errorf("xz read-ahead file: %w", err)
+		}
+		n += int64(len(b))
+		it.written.Store(n)
+		signal(it.notify)
+		return nil
+	}
+}
+
+// xzReleaseStep is how much delivered output is given back at once.
+const xzReleaseStep = 4 << 20
+
+// deliverSpilled makes the next published output of it available in
+// r.curOut, waiting for its worker if needed, and finishes it at its end.
+func (r *xzReader) deliverSpilled(it *xzItem) error {
+	for {
+		r.feed()
+		finished := false
+		select {
+		case <-it.done:
+			finished = true
+		default:
+		}
+		if w := it.written.Load(); it.readPos < w {
+			if r.rbuf == nil {
+				r.rbuf = make([]byte, 512<<10)
+			}
+			b := r.rbuf[:min(w-it.readPos, int64(len(r.rbuf)))]
+			if _, err := r.spill.f.ReadAt(b, it.outOff+it.readPos); err != nil {
+				return fmt.Errorf("xz read-ahead file: %w", noEOF(err))
+			}
+			it.readPos += int64(len(b))
+			if it.readPos-it.relPos >= xzReleaseStep {
+				r.spill.release(it.outOff+it.relPos, it.readPos-it.relPos)
+				it.relPos = it.readPos
+			}
+			r.curOut = b
+			return nil
+		}
+		if !finished {
+			<-r.notify
+			continue
+		}
+		if it.werr != nil {
+			return r.blockErr(it, it.werr)
+		}
+		r.spill.release(it.outOff+it.relPos, it.hdr.uSize-it.relPos)
+		it.relPos = it.hdr.uSize
+		r.ahead -= it.hdr.uSize
+		r.finishItem(it, it.unpadded, it.hdr.uSize)
+		return nil
+	}
+}
