@@ -56,7 +56,7 @@ func newXzCheck(id byte) (hash.Hash, error) {
 	case xzCheckCRC32:
 		return crc32.NewIEEE(), nil
 	case xzCheckCRC64:
-		return crc64.New(crc64Table), nil
+		return &xzCRC64{}, nil
 	case xzCheckSHA256:
 		return sha256.New(), nil
 	}
@@ -243,7 +243,7 @@ type xzIndexHash struct {
 
 func (x *xzIndexHash) reset() {
 	if x.h == nil {
-		x.h = crc64.New(crc64Table)
+		x.h = &xzCRC64{}
 	}
 	x.h.Reset()
 	x.count, x.unpadded, x.uncompressed = 0, 0, 0

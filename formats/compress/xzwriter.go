@@ -18,7 +18,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
-	"hash/crc64"
 	"io"
 	"sync/atomic"
 
@@ -154,7 +153,7 @@ func (b *xzWBlock) compress(dictCap int, abort *atomic.Bool) {
 		b.err = err
 		return
 	}
-	h := crc64.New(crc64Table)
+	h := &xzCRC64{}
 	for p := b.in; len(p) > 0; {
 		if abort.Load() {
 			b.err = errXzAborted
