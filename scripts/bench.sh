@@ -28,8 +28,11 @@ measure() {
 	local name=$1; shift
 	local walls=() rss=0
 	for _ in $(seq "$N"); do
-		sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
+		# Clean up after the previous run first, then flush and drop the
+		# caches, so that neither the deletion's write-back nor its kernel
+		# work overlaps the run being timed.
 		"${PRE[@]}"
+		sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
 		/usr/bin/time -f '%e %M' -o "$W/time" "$@" >/dev/null 2>"$W/err" || { cat "$W/err" >&2; exit 1; }
 		read -r w m < "$W/time"
 		walls+=("$w"); [ "$m" -gt "$rss" ] && rss=$m
