@@ -1,10 +1,13 @@
 package compress
 
 import (
+	"bufio"
 	"bytes"
 	"compress/bzip2"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 
 	"github.com/klauspost/compress/gzip"
@@ -12,43 +15,102 @@ import (
 )
 
 // gzipReader decodes a sequence of gzip members (pigz output, cat a.gz
-// b.gz) and refuses anything after the last member. klauspost's own
-// multistream mode reports trailing bytes only as "invalid header"; we run it
-// member by member to say where the garbage starts.
+// b.gz) with this package's inflater, checking each member's CRC-32 and
+// size, and refuses anything after the last member, saying where it starts.
 type gzipReader struct {
 	in     *input
-	z      *gzip.Reader
+	f      *inflater
+	crc    uint32
+	size   uint32
 	member int
 	err    error
 }
 
+var errGzipHeader = errors.New("invalid header")
+
 func newGzipReader(in *input) (*gzipReader, error) {
-	z, err := gzip.NewReader(in.br) // *bufio.Reader is a flate.Reader: no read-ahead past a member
-	if err != nil {
+	if err := readGzipHeader(in.br); err != nil {
 		return nil, truncated("gzip", err)
 	}
-	z.Multistream(false)
-	return &gzipReader{in: in, z: z, member: 1}, nil
+	return &gzipReader{in: in, f: newInflater(in.br), member: 1}, nil
+}
+
+// readGzipHeader reads a member header (RFC 1952), checking its CRC-16 if
+// it has one.
+func readGzipHeader(br *bufio.Reader) error {
+	var h [10]byte
+	if _, err := io.ReadFull(br, h[:]); err != nil {
+		return noEOF(err)
+	}
+	if h[0] != 0x1f || h[1] != 0x8b || h[2] != 8 || h[3]&0xe0 != 0 {
+		return errGzipHeader
+	}
+	flg := h[3]
+	crc := crc32.NewIEEE()
+	crc.Write(h[:])
+	if flg&4 != 0 { // FEXTRA
+		var x [2]byte
+		if _, err := io.ReadFull(br, x[:]); err != nil {
+			return noEOF(err)
+		}
+		crc.Write(x[:])
+		if _, err := io.CopyN(crc, br, int64(binary.LittleEndian.Uint16(x[:]))); err != nil {
+			return noEOF(err)
+		}
+	}
+	for _, bit := range []byte{8, 16} { // FNAME, FCOMMENT: zero-terminated
+		if flg&bit == 0 {
+			continue
+		}
+		s, err := br.ReadSlice(0)
+		for err == bufio.ErrBufferFull {
+			crc.Write(s)
+			s, err = br.ReadSlice(0)
+		}
+		if err != nil {
+			return noEOF(err)
+		}
+		crc.Write(s)
+	}
+	if flg&2 != 0 { // FHCRC
+		var x [2]byte
+		if _, err := io.ReadFull(br, x[:]); err != nil {
+			return noEOF(err)
+		}
+		if binary.LittleEndian.Uint16(x[:]) != uint16(crc.Sum32()) {
+			return errGzipHeader
+		}
+	}
+	return nil
 }
 
 func (g *gzipReader) Read(p []byte) (int, error) {
 	for g.err == nil {
-		n, err := g.z.Read(p)
+		n, err := g.f.Read(p)
 		if err == nil {
+			g.crc = crc32.Update(g.crc, crc32.IEEETable, p[:n])
+			g.size += uint32(n)
 			return n, nil
 		}
 		if err != io.EOF {
-			g.err = truncated("gzip", err)
-			return n, g.err
+			g.err = truncated("gzip", fmt.Errorf("member %d: %w", g.member, err))
+			return 0, g.err
 		}
-		// The member ended and its CRC and size matched.
+		// The member's DEFLATE stream ended: its trailer, then the
+		// next member or the end.
+		var t [8]byte
+		if _, err := io.ReadFull(g.in.br, t[:]); err != nil {
+			g.err = truncated("gzip", fmt.Errorf("member %d trailer: %w", g.member, noEOF(err)))
+			return 0, g.err
+		}
+		if binary.LittleEndian.Uint32(t[:4]) != g.crc || binary.LittleEndian.Uint32(t[4:]) != g.size {
+			g.err = fmt.Errorf("gzip: member %d: CRC-32 or size mismatch (the data is corrupt)", g.member)
+			return 0, g.err
+		}
 		g.err = g.nextMember()
-		if n > 0 || len(p) == 0 {
-			if g.err == io.EOF {
-				return n, nil // report EOF on the next call
-			}
-			return n, g.err
-		}
+	}
+	if g.err == io.EOF {
+		return 0, io.EOF
 	}
 	return 0, g.err
 }
@@ -66,19 +128,20 @@ func (g *gzipReader) nextMember() error {
 	case !bytes.Equal(head, magicGzip):
 		return fmt.Errorf("gzip: trailing garbage after member %d at offset %d", g.member, off)
 	}
-	if err := g.z.Reset(g.in.br); err != nil {
+	if err := readGzipHeader(g.in.br); err != nil {
 		return fmt.Errorf("gzip: member %d at offset %d: %w", g.member+1, off, truncated("header", err))
 	}
-	g.z.Multistream(false)
+	g.f.reset(g.in.br)
+	g.crc, g.size = 0, 0
 	g.member++
 	return nil
 }
 
 func (g *gzipReader) Close() error {
-	if g.err == nil {
+	if g.err == nil || g.err == io.EOF {
 		g.err = errors.New("gzip: reader closed")
 	}
-	return g.z.Close()
+	return nil
 }
 
 // bzip2Reader wraps the standard library decoder, which already decodes

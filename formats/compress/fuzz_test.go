@@ -2,6 +2,7 @@ package compress
 
 import (
 	"bytes"
+	"compress/gzip"
 	"io"
 	"os"
 	"path/filepath"
@@ -101,6 +102,17 @@ func FuzzNewReader(f *testing.F) {
 		}
 		out, err := io.ReadAll(io.LimitReader(r, limit))
 		r.Close()
+		if k == Gzip && len(out) < limit {
+			// Our inflater against the standard library's decoder.
+			var ref []byte
+			zr, rerr := gzip.NewReader(bytes.NewReader(b))
+			if rerr == nil {
+				ref, rerr = io.ReadAll(zr)
+			}
+			if (err == nil) != (rerr == nil) || (err == nil && !bytes.Equal(out, ref)) {
+				t.Fatalf("gzip: %d bytes, %v; compress/gzip: %d bytes, %v", len(out), err, len(ref), rerr)
+			}
+		}
 		if k != Xz || len(out) >= limit {
 			return
 		}
