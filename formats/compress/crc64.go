@@ -59,10 +59,10 @@ type xzCRC64 struct{ crc uint64 }
 var _ hash.Hash64 = (*xzCRC64)(nil)
 
 func (h *xzCRC64) Write(p []byte) (int, error) { h.crc = crc64Update(h.crc, p); return len(p), nil }
-func (h *xzCRC64) Sum64() uint64                { return h.crc }
-func (h *xzCRC64) Reset()                       { h.crc = 0 }
-func (h *xzCRC64) Size() int                    { return 8 }
-func (h *xzCRC64) BlockSize() int               { return 1 }
+func (h *xzCRC64) Sum64() uint64               { return h.crc }
+func (h *xzCRC64) Reset()                      { h.crc = 0 }
+func (h *xzCRC64) Size() int                   { return 8 }
+func (h *xzCRC64) BlockSize() int              { return 1 }
 func (h *xzCRC64) Sum(b []byte) []byte {
 	s := h.crc
 	return append(b, byte(s>>56), byte(s>>48), byte(s>>40), byte(s>>32), byte(s>>24), byte(s>>16), byte(s>>8), byte(s))
