@@ -155,7 +155,7 @@ func (k Kind) String() string { return string(k) }
 // decoded in parallel by up to runtime.GOMAXPROCS(0) goroutines, other
 // blocks sequentially. Memory is the LZMA2 dictionary plus 2 MiB (10 MiB for
 // "xz -6") plus at most 40 MiB of blocks read ahead or, with [WithSpillDir],
-// at most 40 MiB of decoding windows; dictionaries over 128 MiB are
+// at most 32 MiB of decoding windows; dictionaries over 128 MiB are
 // refused. Measured on the 201 MiB Debian tree's tar, 2 cores, to
 // io.Discard: "xz -T2 -6" file (24 MiB blocks) 2.25 s with a spill
 // directory; a single-block "xz -6" file 3.1 s (xz -dc: 3.2-3.4 s either

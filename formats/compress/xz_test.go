@@ -366,7 +366,7 @@ func TestXzSpillReadAhead(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if win := int64(r.maxDict) + lzma2MaxChunkU; int64(r.slots)*win > max(xzReadBudget, win) || r.slots > 3 {
+	if win := int64(r.maxDict) + lzma2MaxChunkU; int64(r.slots)*win > max(xzWindowBudget, win) || r.slots > 3 {
 		t.Fatalf("%d workers with %d-byte windows", r.slots, win)
 	}
 	mustEqual(t, "spilled read-ahead", out.Bytes(), data)

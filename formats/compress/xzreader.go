@@ -46,6 +46,10 @@ const (
 	// xzReadBudget bounds the bytes held by look-ahead: compressed blocks
 	// read ahead and the decoded output of helper goroutines.
 	xzReadBudget = 40 << 20
+	// xzWindowBudget bounds the decoding windows of spill-mode workers
+	// (dictionary + 2 MiB each; at least one worker): three for "xz -6",
+	// which with the goroutine writing the tree keeps four cores busy.
+	xzWindowBudget = 32 << 20
 	// xzMaxWindow refuses streams whose decoding would need a larger
 	// dictionary (xz -9 needs 64 MiB).
 	xzMaxWindow = 128 << 20
@@ -417,7 +421,7 @@ func (r *xzReader) hasIdle() bool {
 	// A spill-mode worker holds a streaming window: create slots while
 	// their windows fit the budget.
 	win := int64(r.maxDict) + lzma2MaxChunkU
-	return !r.sym || r.slots == 0 || int64(r.slots+1)*win <= xzReadBudget
+	return !r.sym || r.slots == 0 || int64(r.slots+1)*win <= xzWindowBudget
 }
 
 // takeIdle returns an idle helper slot; slots (each holds a ~100 KiB

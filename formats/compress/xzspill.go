@@ -171,7 +171,7 @@ func (s *spillFile) reserve(n int64) int64 {
 // wait for the reader: as soon as one is free it gets the next block, so
 // all cores decode all the time, and the reading goroutine (which also
 // runs the consumer, e.g. tar extraction) shares them. Memory is the
-// workers' windows, bounded by xzReadBudget; disk is bounded by
+// workers' windows, bounded by xzWindowBudget; disk is bounded by
 // xzAheadLimit of output and xzSpillLimit of compressed data.
 
 // xzAheadLimit bounds the uncompressed bytes of blocks handed to workers and
