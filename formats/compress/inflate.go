@@ -542,11 +542,17 @@ func (f *inflater) huffman() error {
 			return errInflateDist
 		}
 		src := wpos - off
-		if off >= 8 {
+		switch {
+		case off >= 8:
 			for i := 0; i < length; i += 8 {
 				binary.LittleEndian.PutUint64(win[wpos+i:], binary.LittleEndian.Uint64(win[src+i:]))
 			}
-		} else {
+		case off == 1: // a run of one byte (tar's zero padding)
+			v := uint64(win[src]) * 0x0101010101010101
+			for i := 0; i < length; i += 8 {
+				binary.LittleEndian.PutUint64(win[wpos+i:], v)
+			}
+		default:
 			for i := range length {
 				win[wpos+i] = win[src+i]
 			}
