@@ -245,7 +245,11 @@ func (r *xzReader) assign(it *xzItem) bool {
 			return false
 		}
 		if err := r.readData(it, n, true); err != nil {
-			it.err = fmt.Errorf("xz: truncated stream in block at offset %d: %w", it.off, err)
+			if errors.Is(err, io.ErrUnexpectedEOF) {
+				it.err = fmt.Errorf("xz: truncated stream in block at offset %d: %w", it.off, err)
+			} else {
+				it.err = fmt.Errorf("xz: block at offset %d: %w", it.off, err)
+			}
 			return false
 		}
 	}
