@@ -150,16 +150,17 @@ func (k Kind) String() string { return string(k) }
 // Close releases the decoder's resources and waits for the xz reader's
 // helper goroutines; it does not close r.
 //
-// xz streams are decoded by this package's own LZMA2 decoder. Blocks whose
+// gzip members are decoded by this package's own inflater (inflate.go), xz
+// streams by its own LZMA2 decoder. Blocks whose
 // headers record their sizes (written by this package and by "xz -T") are
 // decoded in parallel by up to runtime.GOMAXPROCS(0) goroutines, other
 // blocks sequentially. Memory is the LZMA2 dictionary plus 2 MiB (10 MiB for
 // "xz -6") plus at most 40 MiB of blocks read ahead or, with [WithSpillDir],
 // at most 32 MiB of decoding windows; dictionaries over 128 MiB are
 // refused. Measured on the 201 MiB Debian tree's tar, 2 cores, to
-// io.Discard: "xz -T2 -6" file (24 MiB blocks) 2.25 s with a spill
-// directory; a single-block "xz -6" file 3.1 s (xz -dc: 3.2-3.4 s either
-// way).
+// io.Discard: "xz -T2 -6" file (24 MiB blocks) 1.7-1.8 s with a spill
+// directory, 2.3-2.5 s without; a single-block "xz -6" file 3.1 s (xz -dc:
+// 3.2-3.4 s either way).
 //
 // zstd windows over 128 MiB (zstd --long=28 and up) are refused, as the
 // zstd command does by default.
