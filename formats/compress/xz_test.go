@@ -338,7 +338,7 @@ func TestXzSpillReadAhead(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !r.sym {
+	if !r.spillMode {
 		t.Fatal("spill mode is off with a usable directory")
 	}
 	var out bytes.Buffer
@@ -356,7 +356,7 @@ func TestXzSpillReadAhead(t *testing.T) {
 		if r.spill.held > 0 {
 			spilled = true
 		}
-		if r.cur != nil && r.cur.sp {
+		if r.cur != nil && r.cur.outSpilled {
 			fromWorker++
 		}
 		if err == io.EOF {

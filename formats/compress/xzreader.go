@@ -87,12 +87,12 @@ type xzReader struct {
 
 	// Spill mode (see xzspill.go): workers decode every block that has
 	// sizes into the spill file and the reading goroutine delivers it.
-	sym    bool
-	notify chan struct{} // a worker made progress or finished
-	ahead  int64         // uncompressed bytes of blocks handed to workers, not yet delivered
-	unread *xzItem       // the block whose header was parsed last, if its data is still in the input
-	slots  int           // worker slots created
-	rbuf   []byte        // delivery buffer for spilled output
+	spillMode bool
+	notify    chan struct{} // a worker made progress or finished
+	ahead     int64         // uncompressed bytes of blocks handed to workers, not yet delivered
+	unread    *xzItem       // the block whose header was parsed last, if its data is still in the input
+	slots     int           // worker slots created
+	rbuf      []byte        // delivery buffer for spilled output
 }
 
 // xzItem is a block (or the index) found in the input.
@@ -112,12 +112,12 @@ type xzItem struct {
 	// Spill mode: the worker writes the block's output to
 	// [outOff, outOff+uSize) of the spill file and publishes how much it
 	// has written; the reading goroutine delivers and releases it.
-	sp      bool
-	outOff  int64
-	written atomic.Int64
-	readPos int64
-	relPos  int64
-	notify  chan struct{}
+	outSpilled bool
+	outOff     int64
+	written    atomic.Int64
+	readPos    int64
+	relPos     int64
+	notify     chan struct{}
 
 	w         *xzWorker
 	done      chan struct{}
@@ -140,7 +140,7 @@ func newXzReader(in *input, procs int, spillDir string) (*xzReader, error) {
 	}
 	r.workers = max(procs-1, 0)
 	if r.spill != nil && procs >= 2 && r.spill.open() == nil {
-		r.sym = true
+		r.spillMode = true
 		r.workers = procs
 		r.notify = make(chan struct{}, 1)
 	}
@@ -198,7 +198,7 @@ func (r *xzReader) advance() error {
 		r.cur = it
 	}
 	it := r.cur
-	if it.sp {
+	if it.outSpilled {
 		return r.deliverSpilled(it)
 	}
 	if it.w != nil {
@@ -291,7 +291,7 @@ func (r *xzReader) nextBlock() (*xzItem, error) {
 			}
 			continue
 		}
-		if r.sym && it.w == nil {
+		if r.spillMode && it.w == nil {
 			r.collect()
 			r.assign(it)
 			if it.err != nil {
@@ -354,13 +354,13 @@ func (r *xzReader) tailLen(cSize int64) int64 {
 // into memory so that the blocks after it can be handed out.
 func (r *xzReader) startOwn(it *xzItem) error {
 	h := it.hdr
-	if it.data == nil && !it.spilled && (r.sym || r.hasIdle()) && h.cSize > 0 {
+	if it.data == nil && !it.spilled && (r.spillMode || r.hasIdle()) && h.cSize > 0 {
 		n := h.cSize + r.tailLen(h.cSize)
-		if spill := r.canSpill(n); spill || (!r.sym && r.held+n <= xzReadBudget/2) {
+		if spill := r.canSpill(n); spill || (!r.spillMode && r.held+n <= xzReadBudget/2) {
 			if err := r.readData(it, n, spill); err != nil {
 				return err
 			}
-			if !r.sym {
+			if !r.spillMode {
 				r.lookAhead()
 			}
 		}
@@ -421,7 +421,7 @@ func (r *xzReader) hasIdle() bool {
 	// A spill-mode worker holds a streaming window: create slots while
 	// their windows fit the budget.
 	win := int64(r.maxDict) + lzma2MaxChunkU
-	return !r.sym || r.slots == 0 || int64(r.slots+1)*win <= xzWindowBudget
+	return !r.spillMode || r.slots == 0 || int64(r.slots+1)*win <= xzWindowBudget
 }
 
 // takeIdle returns an idle helper slot; slots (each holds a ~100 KiB

@@ -195,7 +195,7 @@ func (r *xzReader) collect() {
 // feed hands the blocks after the ones already handed out to free workers,
 // while the limits allow.
 func (r *xzReader) feed() {
-	if !r.sym {
+	if !r.spillMode {
 		return
 	}
 	r.collect()
@@ -253,7 +253,7 @@ func (r *xzReader) assign(it *xzItem) bool {
 			return false
 		}
 	}
-	it.w, it.sp = r.takeIdle(), true
+	it.w, it.outSpilled = r.takeIdle(), true
 	it.outOff = r.spill.reserve(h.uSize)
 	it.notify = r.notify
 	it.done = make(chan struct{})
