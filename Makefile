@@ -55,6 +55,8 @@ fuzz:
 	$(GO) test ./export -run '^$$' -fuzz FuzzParseNspawn -fuzztime $(FUZZTIME)
 	$(GO) test ./formats/compress -run '^$$' -fuzz FuzzDetect -fuzztime $(FUZZTIME)
 	$(GO) test ./formats/compress -run '^$$' -fuzz FuzzNewReader -fuzztime $(FUZZTIME)
+	$(GO) test ./formats/compress -run '^$$' -fuzz FuzzInflate -fuzztime $(FUZZTIME)
+	$(GO) test ./formats/compress -run '^$$' -fuzz FuzzCRC64 -fuzztime $(FUZZTIME)
 	$(GO) test ./build -run '^$$' -fuzz '^FuzzParseRegistration$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./build -run '^$$' -fuzz '^FuzzParseBuildJSON$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./build -run '^$$' -fuzz '^FuzzNixErrorSummary$$' -fuzztime $(FUZZTIME)
