@@ -25,6 +25,7 @@ import (
 	"errors"
 	"io"
 	"math/bits"
+	"sync"
 )
 
 const (
@@ -153,6 +154,33 @@ func buildTable(t []uint32, tb uint, lens []uint8, entry func(int) uint32) bool 
 	return true
 }
 
+// fixedTables returns the tables of the fixed codes, built once and only
+// read. Literal/length symbols 286 and 287 and distances 30 and 31 complete
+// the codes and are invalid in a stream.
+var fixedTables = sync.OnceValues(func() (lit, dist []uint32) {
+	var ll [288]uint8
+	for i := range ll {
+		switch {
+		case i < 144:
+			ll[i] = 8
+		case i < 256:
+			ll[i] = 9
+		case i < 280:
+			ll[i] = 7
+		default:
+			ll[i] = 8
+		}
+	}
+	var dl [32]uint8
+	for i := range dl {
+		dl[i] = 5
+	}
+	lit, dist = make([]uint32, litTableLen), make([]uint32, distTableLen)
+	buildTable(lit, litBits, ll[:], litEntry)
+	buildTable(dist, distBits, dl[:], distEntry)
+	return lit, dist
+})
+
 const (
 	litTableLen  = 1<<litBits + 1<<litBits<<(15-litBits)
 	distTableLen = 1<<distBits + 1<<distBits<<(15-distBits)
@@ -177,13 +205,15 @@ type inflater struct {
 	stored  int // bytes left in a stored block
 	err     error
 
-	lit, dist []uint32
+	lit, dist []uint32 // the current block's tables: the fixed ones, or own
+	ownLit    []uint32
+	ownDist   []uint32
 	clen      [1 << clenBits]uint32
 	lens      [286 + 30]uint8
 }
 
 func newInflater(in *bufio.Reader) *inflater {
-	f := &inflater{win: make([]byte, inflateWin), lit: make([]uint32, litTableLen), dist: make([]uint32, distTableLen)}
+	f := &inflater{win: make([]byte, inflateWin), ownLit: make([]uint32, litTableLen), ownDist: make([]uint32, distTableLen)}
 	f.reset(in)
 	return f
 }
@@ -344,27 +374,7 @@ func (f *inflater) header() error {
 		}
 		return nil
 	case 1:
-		// The fixed codes; 286, 287 (literal/length) and 30, 31
-		// (distance) complete them and are invalid in a stream.
-		var lit [288]uint8
-		for i := range lit {
-			switch {
-			case i < 144:
-				lit[i] = 8
-			case i < 256:
-				lit[i] = 9
-			case i < 280:
-				lit[i] = 7
-			default:
-				lit[i] = 8
-			}
-		}
-		buildTable(f.lit, litBits, lit[:], litEntry)
-		var dist [32]uint8
-		for i := range dist {
-			dist[i] = 5
-		}
-		buildTable(f.dist, distBits, dist[:], distEntry)
+		f.lit, f.dist = fixedTables()
 	case 2:
 		if err := f.dynamic(); err != nil {
 			return err
@@ -444,9 +454,10 @@ func (f *inflater) dynamic() error {
 	if lens[256] == 0 {
 		return errors.New("flate: corrupt input: no end-of-block code")
 	}
-	if !buildTable(f.lit, litBits, lens[:nlit], litEntry) || !buildTable(f.dist, distBits, lens[nlit:], distEntry) {
+	if !buildTable(f.ownLit, litBits, lens[:nlit], litEntry) || !buildTable(f.ownDist, distBits, lens[nlit:], distEntry) {
 		return errInflateCode
 	}
+	f.lit, f.dist = f.ownLit, f.ownDist
 	return nil
 }
 
