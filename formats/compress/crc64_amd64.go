@@ -2,7 +2,8 @@ package compress
 
 import "golang.org/x/sys/cpu"
 
-var haveCLMUL = cpu.X86.HasPCLMULQDQ && cpu.X86.HasSSE41
+// The fold needs SSE2 (always there on amd64) and PCLMULQDQ.
+var haveCLMUL = cpu.X86.HasPCLMULQDQ
 
 // crc64Fold folds p (a multiple of 64 bytes, at least 64) into a 128-bit
 // remainder after XORing the raw CRC state s into its first 8 bytes; k is

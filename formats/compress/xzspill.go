@@ -2,17 +2,17 @@ package compress
 
 // Spilling read-ahead to a file.
 //
-// To decode block N+1 on a second core while block N is being delivered,
+// To decode block N+1 on another core while block N is being delivered,
 // the xz reader must read past block N's compressed bytes, which arrive
-// from a plain io.Reader (a download) in order. Held in memory, the
-// compressed look-ahead of an "xz -T2" file is 10-25 MiB on top of the
-// helper's 24 MiB output and the 10 MiB window, which breaks a 64 MiB bound
-// and leaves the Go heap at its limit (the collector then runs without
-// pause). With a spill directory, read-ahead blocks are copied to an
-// unlinked file there instead and read back with ReadAt (the page cache
-// keeps them; RSS does not count it). Ranges are hole-punched when their
-// block is done, so the disk space held is about the compressed size of the
-// blocks in flight.
+// from a plain io.Reader (a download) in order, and must keep what it
+// decodes ahead until the consumer wants it. Held in memory, that is the
+// compressed look-ahead plus a whole decoded block per helper (24 MiB for
+// "xz -T2 -6"), which within a 64 MiB bound leaves room for one block of
+// look-ahead. With a spill directory both go to an unlinked file there
+// instead and are read back with ReadAt (the page cache keeps them; RSS
+// does not count it), and ranges are hole-punched once used. The first
+// half of this file is that file; the second is spill mode, the way the
+// reader schedules workers when it has one.
 
 import (
 	"errors"
