@@ -32,9 +32,114 @@ const XattrPrefix = "SCHILY.xattr."
 
 // Entry is one file-system object: its header and, for regular files, its
 // content. Body is valid only until the next call to Source.Next.
+//
+// A sparse regular file has a non-nil Sparse: Header.Size is then its
+// logical size, Body yields only the bytes of the data fragments, in order
+// (DataSize(Sparse) bytes), and everything between them is a hole that reads
+// as zeros. Sources that know a file is sparse (a GNU sparse tar entry) say
+// so instead of expanding the holes, because a hostile archive can declare
+// a logical size of 2^62 bytes behind a few bytes of data: work must be
+// proportional to the data, never to the declared size. Sinks that can
+// write holes implement [SparseSink]; [Copy] expands sparse entries for the
+// others.
 type Entry struct {
 	Header *tar.Header
 	Body   io.Reader
+	Sparse []Fragment
+}
+
+// Fragment is one data region of a sparse file: Length bytes at Offset.
+type Fragment struct {
+	Offset, Length int64
+}
+
+// SparseSink is implemented by sinks that write the holes of sparse entries
+// as holes (seeking over them) in time proportional to the data.
+type SparseSink interface {
+	Sink
+	WritesSparse()
+}
+
+// DataSize returns the number of data bytes of a sparse map.
+func DataSize(frags []Fragment) int64 {
+	var n int64
+	for _, f := range frags {
+		n += f.Length
+	}
+	return n
+}
+
+// ErrBadSparseMap is returned for sparse maps that overlap, go backwards,
+// or reach past the file's size.
+var ErrBadSparseMap = errors.New("invalid sparse map")
+
+// ValidateSparse checks that frags are in ascending order, do not overlap,
+// have no negative offsets or lengths, and end within size.
+func ValidateSparse(frags []Fragment, size int64) error {
+	if size < 0 {
+		return fmt.Errorf("%w: negative size %d", ErrBadSparseMap, size)
+	}
+	var end int64
+	for i, f := range frags {
+		switch {
+		case f.Offset < 0 || f.Length < 0:
+			return fmt.Errorf("%w: fragment %d has a negative offset or length", ErrBadSparseMap, i)
+		case f.Offset < end:
+			return fmt.Errorf("%w: fragment %d at %d overlaps or precedes the one before it", ErrBadSparseMap, i, f.Offset)
+		case f.Length > size-f.Offset || f.Offset > size:
+			return fmt.Errorf("%w: fragment %d (%d+%d) ends beyond the file size %d", ErrBadSparseMap, i, f.Offset, f.Length, size)
+		}
+		end = f.Offset + f.Length
+	}
+	return nil
+}
+
+// ExpandSparse returns a reader of the whole logical content of a sparse
+// entry: the data fragments read from e.Body with zeros in the holes. It
+// fails with ctx.Err() once ctx is done, also inside a long hole, so that a
+// sink that cannot write holes stays interruptible. The sparse map must
+// have been validated.
+func ExpandSparse(ctx context.Context, e *Entry) io.Reader {
+	return &sparseExpander{ctx: ctx, body: e.Body, frags: e.Sparse, size: e.Header.Size}
+}
+
+type sparseExpander struct {
+	ctx   context.Context
+	body  io.Reader
+	frags []Fragment
+	size  int64
+	pos   int64
+}
+
+func (x *sparseExpander) Read(p []byte) (int, error) {
+	if err := x.ctx.Err(); err != nil {
+		return 0, err
+	}
+	if x.pos >= x.size {
+		return 0, io.EOF
+	}
+	for len(x.frags) > 0 && x.frags[0].Offset+x.frags[0].Length <= x.pos {
+		x.frags = x.frags[1:]
+	}
+	limit := x.size - x.pos
+	if len(x.frags) > 0 && x.frags[0].Offset <= x.pos {
+		// In a data fragment.
+		limit = min(limit, x.frags[0].Offset+x.frags[0].Length-x.pos)
+		n, err := x.body.Read(p[:min(int64(len(p)), limit)])
+		x.pos += int64(n)
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return n, err
+	}
+	// In a hole, up to the next fragment or the end.
+	if len(x.frags) > 0 {
+		limit = min(limit, x.frags[0].Offset-x.pos)
+	}
+	n := int(min(int64(len(p)), limit))
+	clear(p[:n])
+	x.pos += int64(n)
+	return n, nil
 }
 
 // Source yields entries in order. Next returns io.EOF after the last entry.
@@ -84,6 +189,11 @@ func Copy(ctx context.Context, dst Sink, src Source, filters ...Filter) (entries
 		}
 		if e.Body == nil {
 			e.Body = eofReader{}
+		}
+		if e.Sparse != nil {
+			if _, ok := dst.(SparseSink); !ok {
+				e = &Entry{Header: e.Header, Body: ExpandSparse(ctx, e)}
+			}
 		}
 		if err := dst.WriteEntry(e); err != nil {
 			return entries, err
