@@ -10,107 +10,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-
-	"golang.org/x/sys/unix"
 )
 
-// A machine is running when systemd-nspawn holds its image lock. nspawn
-// (src/shared/machine-image.c image_path_lock) takes two BSD locks on a tree
-// it runs, exclusive unless --read-only: a "local" one next to the image
-// (/path/.#name.lck) and a "global" one keyed by device and inode
-// (/run/systemd/nspawn/locks/inode-DEV:INO). Both files outlive a killed
-// nspawn, so only the lock state, not the file, says "running".
-//
-// imageLock probes both. When nobody holds them exclusively it keeps a
-// shared lock on each until release is called: an nspawn started during the
-// export then fails to lock the tree ("Directory tree ... is currently busy")
-// instead of changing it under the reader. running reports an exclusive
-// holder (a machine that can write its tree).
-type imageLock struct {
-	files []*os.File
-}
-
-func (l *imageLock) release() {
-	for _, f := range l.files {
-		_ = f.Close()
-	}
-	l.files = nil
-}
-
-// nspawnLockDir is where nspawn keeps its global image locks.
-const nspawnLockDir = "/run/systemd/nspawn/locks"
-
-func lockPaths(path string) ([]string, error) {
-	abs, err := filepath.Abs(path)
-	if err != nil {
-		return nil, err
-	}
-	var st unix.Stat_t
-	if err := unix.Stat(abs, &st); err != nil {
-		return nil, err
-	}
-	dir, base := filepath.Split(abs)
-	return []string{
-		filepath.Join(dir, ".#"+base+".lck"),
-		fmt.Sprintf("%s/inode-%d:%d", nspawnLockDir, st.Dev, st.Ino),
-	}, nil
-}
-
-// probeImageLock reports whether a machine holds the image lock of path
-// exclusively. When not, the returned lock holds shared locks on the existing
-// lock files and on the global one (created if need be, as nspawn does).
-func probeImageLock(path string) (l *imageLock, running bool, err error) {
-	paths, err := lockPaths(path)
-	if err != nil {
-		return nil, false, err
-	}
-	l = &imageLock{}
-	for i, p := range paths {
-		flags := os.O_RDONLY | unix.O_NOFOLLOW | unix.O_CLOEXEC
-		if i == 1 {
-			// The global lock lives in /run, not next to the user's image:
-			// creating it leaves nothing in the image root.
-			if err := os.MkdirAll(nspawnLockDir, 0o700); err == nil {
-				flags = os.O_RDWR | os.O_CREATE | unix.O_NOFOLLOW | unix.O_CLOEXEC
-			}
-		}
-		f, err := os.OpenFile(p, flags, 0o600)
-		if err != nil {
-			continue // no lock file, or none can be made: nobody locked it this way
-		}
-		held, err := sharedLock(f)
-		if errors.Is(err, unix.EWOULDBLOCK) || errors.Is(err, unix.EAGAIN) {
-			f.Close()
-			l.release()
-			return nil, true, nil
-		}
-		if err != nil || !held {
-			f.Close()
-			continue
-		}
-		l.files = append(l.files, f)
-	}
-	return l, false, nil
-}
-
-// sharedLock takes a shared lock on f of both kinds systemd has used for
-// image locks: an open-file-description lock (fcntl F_OFD_SETLK, systemd ≥
-// 250 "LOCK_UNPOSIX") and a BSD flock (older). The two do not conflict with
-// each other, so a holder of either is detected and blocked.
-func sharedLock(f *os.File) (bool, error) {
-	fd := int(f.Fd())
-	ofd := unix.Flock_t{Type: unix.F_RDLCK, Whence: 0, Start: 0, Len: 0}
-	err := unix.FcntlFlock(uintptr(fd), unix.F_OFD_SETLK, &ofd)
-	if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EACCES) {
-		return false, unix.EWOULDBLOCK
-	}
-	ofdOK := err == nil
-	err = unix.Flock(fd, unix.LOCK_SH|unix.LOCK_NB)
-	if errors.Is(err, unix.EWOULDBLOCK) {
-		return false, err
-	}
-	return ofdOK || err == nil, nil
-}
+// A machine is running when systemd-nspawn holds its image lock
+// (machinelock.Shared); the reader then keeps a shared lock, so that an
+// nspawn started during the export fails instead of changing the tree.
 
 // findLeader returns the PID of the init process of the systemd-nspawn
 // machine running path (a directory, or an image file given with --image),

@@ -12,6 +12,7 @@ import (
 
 	"github.com/berth-dev/berth/formats"
 	"github.com/berth-dev/berth/formats/dirtree"
+	"github.com/berth-dev/berth/internal/machinelock"
 )
 
 // Options say how a machine is read.
@@ -89,7 +90,7 @@ func OpenTree(ctx context.Context, dir string, opts Options) (t *Tree, err error
 // consistent runs the running-machine logic shared by trees and raw images:
 // it sets Method and registers what Close must undo.
 func (t *Tree) consistent(ctx context.Context, path string, live bool) error {
-	lock, running, err := probeImageLock(path)
+	lock, running, err := machinelock.Shared(path)
 	if err != nil {
 		return err
 	}
@@ -99,13 +100,13 @@ func (t *Tree) consistent(ctx context.Context, path string, live bool) error {
 		if st, err := os.Stat(path); err == nil {
 			if _, err := machinedLeader(st); err == nil {
 				running = true
-				lock.release()
+				lock.Release()
 			}
 		}
 	}
 	if !running {
 		t.Method = MethodStopped
-		t.cleanups = append(t.cleanups, func() error { lock.release(); return nil })
+		t.cleanups = append(t.cleanups, func() error { lock.Release(); return nil })
 		return nil
 	}
 	if isSubvolume(path) {

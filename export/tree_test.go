@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/berth-dev/berth/formats"
+	"github.com/berth-dev/berth/internal/machinelock"
 	"github.com/berth-dev/berth/internal/testenv"
 )
 
@@ -22,7 +23,7 @@ import (
 // nspawn does (exclusive BSD lock on .#NAME.lck next to it).
 func holdNspawnLock(t *testing.T, dir string) {
 	t.Helper()
-	paths, err := lockPaths(dir)
+	paths, err := machinelock.Paths(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,7 +75,7 @@ func TestRunningWithoutFreezer(t *testing.T) {
 	if tr.Method != MethodStopped {
 		t.Fatalf("method %s", tr.Method)
 	}
-	paths, _ := lockPaths(dir)
+	paths, _ := machinelock.Paths(dir)
 	f, err := os.Open(paths[1])
 	if err != nil {
 		t.Fatal(err)
