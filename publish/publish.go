@@ -29,6 +29,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/berth-dev/berth/internal/ctxio"
+	"github.com/berth-dev/berth/internal/durable"
+	"github.com/berth-dev/berth/internal/scratch"
 	"github.com/berth-dev/berth/verify"
 )
 
@@ -72,34 +74,36 @@ type Signers struct {
 // Dir is a release set being written.
 type Dir struct {
 	final   string
-	tmp     string
+	tmp     *scratch.Item
 	replace bool
+	noSync  bool
 	done    bool
 }
 
 // Create starts a release set for dir. dir must not exist, or be empty, or
 // replace must be set; its parent must exist. Files go into Dir.Path until
-// Commit moves the whole set into place.
-func Create(dir string, replace bool) (*Dir, error) {
+// Commit moves the whole set into place. The set is written in a hidden
+// scratch directory next to dir; a job killed before Commit leaves it for
+// the next Create to remove. With noSync Commit does not sync the set
+// before it becomes visible.
+func Create(dir string, replace, noSync bool) (*Dir, error) {
 	dir = filepath.Clean(dir)
 	if ents, err := os.ReadDir(dir); err == nil && len(ents) > 0 && !replace {
 		return nil, fmt.Errorf("output directory %s exists and is not empty (use --force to replace it)", dir)
 	} else if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("output directory %s: %w", dir, err)
 	}
-	parent, base := filepath.Split(dir)
-	if parent == "" {
-		parent = "."
-	}
-	tmp, err := os.MkdirTemp(parent, ".#"+base+".")
+	parent := filepath.Dir(dir)
+	_, _ = scratch.Reap(context.Background(), parent, nil)
+	tmp, err := scratch.Dir(parent, "set")
 	if err != nil {
 		return nil, fmt.Errorf("creating the release set next to %s: %w", dir, err)
 	}
-	return &Dir{final: dir, tmp: tmp, replace: replace}, nil
+	return &Dir{final: dir, tmp: tmp, replace: replace, noSync: noSync}, nil
 }
 
 // Path returns where the file name of the set is written before Commit.
-func (d *Dir) Path(name string) string { return filepath.Join(d.tmp, name) }
+func (d *Dir) Path(name string) string { return filepath.Join(d.tmp.Path, name) }
 
 // Final returns the directory the set appears in after Commit.
 func (d *Dir) Final() string { return d.final }
@@ -111,39 +115,54 @@ func (d *Dir) Abort() {
 		return
 	}
 	d.done = true
-	os.RemoveAll(d.tmp)
+	_ = d.tmp.Remove()
 }
 
-// Commit moves the complete set to its final name: a rename onto a missing
-// or empty directory, or (with replace) an atomic exchange with the old set,
-// which is then removed.
+// Commit moves the complete set to its final name, durable unless noSync:
+// a rename onto a missing or empty directory, or (with replace) an atomic
+// exchange with the old set, which is then removed.
 func (d *Dir) Commit() error {
 	if d.done {
 		return errors.New("publish: set already committed or aborted")
 	}
-	if err := os.Chmod(d.tmp, 0o755); err != nil {
+	tmp := d.tmp.Path
+	if err := os.Chmod(tmp, 0o755); err != nil {
 		d.Abort()
 		return err
 	}
-	if err := os.Rename(d.tmp, d.final); err == nil {
-		d.done = true
-		return nil
-	} else if !errors.Is(err, unix.EEXIST) && !errors.Is(err, unix.ENOTEMPTY) {
+	if !d.noSync {
+		if err := durable.SyncFS(tmp); err != nil {
+			d.Abort()
+			return err
+		}
+	}
+	err := os.Rename(tmp, d.final)
+	switch {
+	case err == nil:
+	case !errors.Is(err, unix.EEXIST) && !errors.Is(err, unix.ENOTEMPTY):
 		d.Abort()
 		return fmt.Errorf("moving the release set to %s: %w", d.final, err)
-	}
-	if !d.replace {
+	case !d.replace:
 		d.Abort()
 		return fmt.Errorf("output directory %s appeared and is not empty (use --force to replace it)", d.final)
-	}
-	if err := unix.Renameat2(unix.AT_FDCWD, d.tmp, unix.AT_FDCWD, d.final, unix.RENAME_EXCHANGE); err != nil {
-		d.Abort()
-		return fmt.Errorf("replacing %s: %w", d.final, err)
+	default:
+		if err := unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, d.final, unix.RENAME_EXCHANGE); err != nil {
+			d.Abort()
+			return fmt.Errorf("replacing %s: %w", d.final, err)
+		}
+		// tmp now holds the previous set.
+		if err := scratch.RemoveTree(tmp); err != nil {
+			d.done = true
+			d.tmp.Release()
+			return fmt.Errorf("removing the previous set (now %s): %w", tmp, err)
+		}
 	}
 	d.done = true
-	// d.tmp now holds the previous set.
-	if err := os.RemoveAll(d.tmp); err != nil {
-		return fmt.Errorf("removing the previous set (now %s): %w", d.tmp, err)
+	d.tmp.Release()
+	if !d.noSync {
+		if err := durable.SyncDir(filepath.Dir(d.final)); err != nil {
+			return err
+		}
 	}
 	return nil
 }

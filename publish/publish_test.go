@@ -68,7 +68,7 @@ func TestSealCommitReplace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := Create(out, false)
+	d, err := Create(out, false, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,10 +120,10 @@ func TestSealCommitReplace(t *testing.T) {
 	}
 
 	// Not empty: refused without replace; replaced atomically with it.
-	if _, err := Create(out, false); err == nil {
+	if _, err := Create(out, false, false); err == nil {
 		t.Fatal("Create over a non-empty set without replace succeeded")
 	}
-	d2, err := Create(out, true)
+	d2, err := Create(out, true, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,7 +139,7 @@ func TestSealCommitReplace(t *testing.T) {
 	}
 
 	// Abort leaves nothing.
-	d3, err := Create(filepath.Join(w, "other"), false)
+	d3, err := Create(filepath.Join(w, "other"), false, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,7 +148,7 @@ func TestSealCommitReplace(t *testing.T) {
 		t.Errorf("after Abort: %q", l)
 	}
 	// A listed file that is missing fails Seal.
-	d4, _ := Create(filepath.Join(w, "bad"), false)
+	d4, _ := Create(filepath.Join(w, "bad"), false, true)
 	defer d4.Abort()
 	if _, err := d4.Seal(context.Background(), &Release{Files: []File{{File: "missing"}}}, Signers{}, nil); err == nil {
 		t.Error("Seal with a missing file succeeded")

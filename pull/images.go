@@ -2,7 +2,6 @@ package pull
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -120,7 +119,7 @@ func immutable(p string) bool {
 // RemoveImage removes the image name (directory or name.raw, read-only
 // ones too) and its settings file name.nspawn, as machinectl remove does.
 // It waits for the image's lock, so it never removes an image another
-// berth job is writing.
+// berth job is writing, and refuses while a machine runs from it.
 func RemoveImage(ctx context.Context, root *imageroot.Root, name string) error {
 	if err := imageroot.ValidName(name); err != nil {
 		return err
@@ -130,22 +129,8 @@ func RemoveImage(ctx context.Context, root *imageroot.Root, name string) error {
 		return err
 	}
 	defer unlock()
-	found := false
-	for _, n := range []string{name, name + ".raw"} {
-		if !root.Exists(n) {
-			continue
-		}
-		found = true
-		if err := imageroot.RemoveTree(root.Path(n)); err != nil {
-			return fmt.Errorf("removing image %q: %w", name, err)
-		}
-	}
-	if !found {
-		return fmt.Errorf("no image %q in %s", name, root.Dir)
-	}
-	settings := root.Path(name + ".nspawn")
-	if err := os.Remove(settings); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("removing settings file %s: %w", settings, err)
+	if err := root.Remove(name); err != nil {
+		return err
 	}
 	root.Log.Info("removed", "image", name)
 	return nil

@@ -28,14 +28,15 @@ func ImportFS(ctx context.Context, root *imageroot.Root, dir, name string, opts 
 	if err != nil {
 		return err
 	}
-	defer removeWorkOnError(log, &work, &err)
+	defer removeWorkOnError(root, log, &work, &err)
 	if err := Unpack(ctx, work, src, log); err != nil {
 		return fmt.Errorf("copying %s: %w", dir, err)
 	}
-	if work, err = imageroot.MangleOSTree(work); err != nil {
+	tree, err := imageroot.MangleOSTree(work)
+	if err != nil {
 		return fmt.Errorf("copying %s: %w", dir, err)
 	}
-	if err := root.Install(work, name, opts.InstallOptions); err != nil {
+	if err := root.Install(tree, name, opts.InstallOptions); err != nil {
 		return err
 	}
 	log.Info("imported", "image", name, "from", dir, "path", root.Path(name))

@@ -70,15 +70,15 @@ func lockImport(ctx context.Context, root *imageroot.Root, name string, force bo
 	return unlock, nil
 }
 
-// removeWorkOnError removes the work directory *work if the import failed
-// (*errp != nil). Imports defer it right after creating the directory; it
-// reads both through pointers so that it sees the final error and the
-// directory's final path (MangleOSTree may move it).
-func removeWorkOnError(log *slog.Logger, work *string, errp *error) {
+// removeWorkOnError removes the work path *work of root if the import
+// failed (*errp != nil). Imports defer it right after creating the path; it
+// reads both through pointers so that it sees the final error and the final
+// path.
+func removeWorkOnError(root *imageroot.Root, log *slog.Logger, work *string, errp *error) {
 	if *errp == nil {
 		return
 	}
-	if rerr := imageroot.RemoveTree(*work); rerr != nil {
+	if rerr := root.Discard(*work); rerr != nil {
 		log.Warn("could not remove work directory", "path", *work, "err", rerr)
 	}
 }
@@ -96,7 +96,7 @@ func ImportTar(ctx context.Context, root *imageroot.Root, r io.Reader, name stri
 	if err != nil {
 		return err
 	}
-	defer removeWorkOnError(log, &work, &err)
+	defer removeWorkOnError(root, log, &work, &err)
 
 	dr, kind, err := compress.NewReader(ctxio.Reader(ctx, r), compress.WithSpillDir(root.Dir))
 	if errors.Is(err, io.EOF) {
@@ -114,10 +114,16 @@ func ImportTar(ctx context.Context, root *imageroot.Root, r io.Reader, name stri
 	if err := Unpack(ctx, work, formats.NewTarSource(ra), log); err != nil {
 		return err
 	}
-	if work, err = imageroot.MangleOSTree(work); err != nil {
+	// The tar stream has ended; the compressed one must end too, with
+	// every check it carries (a gzip trailer, an xz index and footer).
+	if _, err := io.Copy(io.Discard, ra); err != nil {
+		return fmt.Errorf("reading image: %w", err)
+	}
+	tree, err := imageroot.MangleOSTree(work)
+	if err != nil {
 		return fmt.Errorf("unpacking %s: %w", name, err)
 	}
-	if err := root.Install(work, name, opts.InstallOptions); err != nil {
+	if err := root.Install(tree, name, opts.InstallOptions); err != nil {
 		return err
 	}
 	log.Info("imported", "image", name, "path", root.Path(name))

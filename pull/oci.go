@@ -248,13 +248,12 @@ func PullOCI(ctx context.Context, root *imageroot.Root, ref, name string, opts O
 		return err
 	}
 	stage(log, "install", "image", name)
-	if err := root.Install(work, name, opts.InstallOptions); err != nil {
-		return err
-	}
+	inst := opts.InstallOptions
 	if !opts.NoSettings {
-		if err := installSettings(root, name, oci.ConfigToNspawn(cfg), opts.Force, log); err != nil {
-			return err
-		}
+		inst.Settings = oci.ConfigToNspawn(cfg)
+	}
+	if err := root.Install(work, name, inst); err != nil {
+		return err
 	}
 	log.Info("pulled", "image", name, "path", root.Path(name), "from", pinned.String())
 	return nil

@@ -8,8 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 
@@ -101,7 +99,7 @@ func Pull(ctx context.Context, root *imageroot.Root, typ ImageType, rawURL, name
 			return err
 		}
 	}
-	unlock, err := root.Lock(ctx, name)
+	unlock, err := lockImport(ctx, root, name, opts.Force)
 	if err != nil {
 		return err
 	}
@@ -110,13 +108,6 @@ func Pull(ctx context.Context, root *imageroot.Root, typ ImageType, rawURL, name
 	if typ == Raw {
 		target = name + ".raw"
 	}
-	if !opts.Force {
-		for _, n := range []string{name, name + ".raw"} {
-			if root.Exists(n) {
-				return fmt.Errorf("image %q already exists in %s (use --force to replace it)", name, root.Dir)
-			}
-		}
-	}
 
 	fetch := NewFetcher(opts.HTTP)
 	auxCtx, cancelAux := context.WithCancel(ctx)
@@ -124,10 +115,19 @@ func Pull(ctx context.Context, root *imageroot.Root, typ ImageType, rawURL, name
 		ctx: ctx, auxCtx: auxCtx, root: root, typ: typ, url: rawURL, file: fileName, name: name,
 		opts: opts, verify: v, trust: trust, fetch: fetch, log: log,
 	}
-	// Auxiliary files come in parallel with the image, as in systemd.
+	// Auxiliary files come in parallel, as in systemd, but everything that
+	// can be checked without the image is checked before it is downloaded:
+	// a missing checksum or signature file, a signature that does not
+	// verify, an image the checksum file does not list.
 	aux := p.startAux()
 	defer aux.wait()
 	defer cancelAux() // on an early return, stop the auxiliary fetches first
+	if v.Mode == VerifyChecksum || v.Mode == VerifySignature {
+		aux.wait()
+		if err := p.precheck(aux); err != nil {
+			return err
+		}
+	}
 
 	stage(log, "download", "url", rawURL, "image", name)
 	res, err := p.receive(aux)
@@ -137,8 +137,14 @@ func Pull(ctx context.Context, root *imageroot.Root, typ ImageType, rawURL, name
 	defer res.cleanup()
 
 	aux.wait()
+	if v.Mode == VerifyNo || v.Mode == VerifyHash {
+		if err := p.precheck(aux); err != nil { // only the settings file's fetch can fail here
+			return err
+		}
+	}
 	stage(log, "verify", "image", name, "mode", string(v.Mode), "sha256", res.digest)
-	if err := p.check(res.digest, aux); err != nil {
+	if err := p.checkDigest(res.digest, aux); err != nil {
+		res.evict()
 		return err
 	}
 	if err := res.keep(); err != nil {
@@ -151,17 +157,13 @@ func Pull(ctx context.Context, root *imageroot.Root, typ ImageType, rawURL, name
 		if path, err = imageroot.MangleOSTree(path); err != nil {
 			return fmt.Errorf("unpacking %s: %w", name, err)
 		}
-		res.path = path
 	}
-	if err := root.Install(path, target, opts.InstallOptions); err != nil {
+	inst := opts.InstallOptions
+	inst.Settings = aux.settings
+	if err := root.Install(path, target, inst); err != nil {
 		return err
 	}
 	res.path = "" // installed: nothing to clean up
-	if aux.settings != nil {
-		if err := installSettings(root, name, aux.settings, opts.Force, log); err != nil {
-			return err
-		}
-	}
 	log.Info("pulled", "image", name, "path", root.Path(target), "sha256", res.digest, "bytes", res.size)
 	return nil
 }
@@ -198,6 +200,7 @@ type auxFiles struct {
 	pgpSig   []byte
 	pgpName  string
 	cosign   []byte
+	listed   string // the image's digest in the checksum file, once checked
 	err      error
 }
 
@@ -299,20 +302,24 @@ func (p *puller) startAux() *auxFiles {
 
 // received is an unpacked but unverified download.
 type received struct {
+	root   *imageroot.Root
 	path   string // work directory or hidden raw file; "" once installed
 	digest string // sha256 of the bytes as downloaded
 	size   int64
 	keep   func() error // files the download in the cache
 	drop   func()       // discards the cache copy unless kept
+	evict  func()       // removes a cached source that failed verification
+	cache  *cacheEntry
 	log    *slog.Logger
 }
 
 func (r *received) cleanup() {
 	r.drop()
+	r.cache.close()
 	if r.path == "" {
 		return
 	}
-	if err := imageroot.RemoveTree(r.path); err != nil {
+	if err := r.root.Discard(r.path); err != nil {
 		r.log.Warn("could not remove work files", "path", r.path, "err", err)
 	}
 	r.path = ""
@@ -321,7 +328,7 @@ func (r *received) cleanup() {
 // receive runs the one streaming pass: download (or cached copy) → sha256
 // (and the cache file) → decompress → unpack into a hidden work path.
 func (p *puller) receive(aux *auxFiles) (_ *received, err error) {
-	res := &received{log: p.log, keep: func() error { return nil }, drop: func() {}}
+	res := &received{root: p.root, log: p.log, keep: func() error { return nil }, drop: func() {}, evict: func() {}}
 	defer func() {
 		if err != nil {
 			res.cleanup()
@@ -330,17 +337,19 @@ func (p *puller) receive(aux *auxFiles) (_ *received, err error) {
 	var cache *cacheEntry
 	if p.opts.KeepDownload {
 		cache = openCache(p.root, p.url, p.log)
+		res.cache = cache // closed by cleanup, after keep or evict
 	}
 	var src io.Reader
 	var size int64 = -1
 	label := p.file
-	if cached := p.cacheHit(cache, aux); cached != nil {
+	if cached, digest := p.cacheHit(cache, aux); cached != nil {
 		defer cached.Close()
 		src = cached
 		if st, err := cached.Stat(); err == nil {
 			size = st.Size()
 		}
 		label += " (cached)"
+		res.evict = func() { cache.evict(digest) }
 	} else {
 		var etags []string
 		if cache != nil {
@@ -352,7 +361,7 @@ func (p *puller) receive(aux *auxFiles) (_ *received, err error) {
 		}
 		defer d.Close()
 		if d.NotModified {
-			f := cache.byETag(d.ETag)
+			f, digest := cache.byETag(d.ETag)
 			if f == nil {
 				return nil, fmt.Errorf("%s: server answered 304 Not Modified for an ETag berth has no copy of", p.url)
 			}
@@ -363,6 +372,7 @@ func (p *puller) receive(aux *auxFiles) (_ *received, err error) {
 				size = st.Size()
 			}
 			label += " (cached)"
+			res.evict = func() { cache.evict(digest) }
 		} else {
 			if d.FinalURL != p.url {
 				p.log.Info("redirected", "url", p.url, "to", d.FinalURL)
@@ -415,7 +425,7 @@ func (p *puller) receive(aux *auxFiles) (_ *received, err error) {
 			return nil, fmt.Errorf("%s: %w", p.url, err)
 		}
 	case Raw:
-		f, err := rawWorkFile(p.root, p.name)
+		f, err := p.root.WorkFile(p.name)
 		if err != nil {
 			return nil, err
 		}
@@ -476,25 +486,4 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	*c.n += int64(n)
 	return n, err
-}
-
-// installSettings writes the .nspawn file next to the image, keeping an
-// existing one unless force (as systemd-pull does).
-func installSettings(root *imageroot.Root, name string, data []byte, force bool, log *slog.Logger) error {
-	final := filepath.Join(root.Dir, name+".nspawn")
-	if _, err := os.Lstat(final); err == nil && !force {
-		log.Warn("settings file already exists, not replacing it (use --force)", "path", final)
-		return nil
-	}
-	tmp := filepath.Join(root.Dir, ".#"+name+".nspawn"+randHex())
-	if err := os.WriteFile(tmp, data, 0o644); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("writing settings file: %w", err)
-	}
-	if err := os.Rename(tmp, final); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("installing settings file: %w", err)
-	}
-	log.Info("installed settings", "path", final)
-	return nil
 }

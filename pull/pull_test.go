@@ -327,6 +327,11 @@ func TestVerifyModes(t *testing.T) {
 					t.Fatalf("want error containing %q, got %v", c.wantErr, err)
 				}
 				sameState(t, "image root changed by a failed pull", before, rootState(t, r))
+				// Only the image's own digest needs the image: every other
+				// failure is found before a byte of it is fetched.
+				if n := s.count("/img.tar.xz"); n != 0 && !strings.Contains(c.wantErr, "checksum mismatch") {
+					t.Errorf("a pull bound to fail fetched the image %d times", n)
+				}
 				return
 			}
 			if err != nil {
@@ -397,8 +402,13 @@ func TestPullRedirectResumeAndCache(t *testing.T) {
 		t.Errorf("sibling files not looked up by the original name: %+v", s.requests())
 	}
 
+	cached := filepath.Join(r.Dir, imageroot.CacheDirName, "sha256-"+sha256Hex(img))
+	if _, err := os.Stat(cached); err != nil {
+		t.Fatalf("download not kept in the cache: %v", err)
+	}
 	// Cache hit: the server answers 304 (or the digest matches); the image
-	// is verified again, so a wrong literal hash fails...
+	// is verified again, so a wrong literal hash fails, and the cached copy
+	// that failed is evicted...
 	s.reset()
 	o.Force = true
 	bad := baseOpts(t, strings.Repeat("0", 64))
@@ -407,16 +417,35 @@ func TestPullRedirectResumeAndCache(t *testing.T) {
 	if err := Pull(ctx, r, Tar, s.url("latest.tar.gz"), "latest", bad); err == nil || !strings.Contains(err.Error(), "mismatch") {
 		t.Fatalf("wrong literal hash on a cache hit: %v", err)
 	}
-	sameState(t, "failed cache-hit pull changed the root", before, rootState(t, r))
 	for _, q := range s.requests() {
 		if q.Status == 200 && strings.HasSuffix(q.Path, ".tar.gz") {
 			t.Fatalf("image downloaded again despite the cache: %+v", q)
 		}
 	}
-	// ... and the right one passes, also from the cache.
+	after := rootState(t, r)
+	for _, st := range []map[string]treecmp.Node{before, after} {
+		for k := range st {
+			if strings.HasPrefix(k, imageroot.CacheDirName) {
+				delete(st, k)
+			}
+		}
+	}
+	sameState(t, "failed cache-hit pull changed the root", before, after)
+	if _, err := os.Stat(cached); !os.IsNotExist(err) {
+		t.Fatalf("cached copy that failed verification not evicted: %v", err)
+	}
+	// ... so the right one downloads afresh (and caches it again) ...
 	s.reset()
 	good := baseOpts(t, sha256Hex(img))
 	good.KeepDownload, good.Force = true, true
+	if err := Pull(ctx, r, Tar, s.url("latest.tar.gz"), "latest", good); err != nil {
+		t.Fatalf("right literal hash after an eviction: %v", err)
+	}
+	if n := s.count("/image.tar.gz"); n == 0 {
+		t.Errorf("evicted image was not downloaded again: %+v", s.requests())
+	}
+	// ... and then comes from the cache.
+	s.reset()
 	if err := Pull(ctx, r, Tar, s.url("latest.tar.gz"), "latest", good); err != nil {
 		t.Fatalf("right literal hash on a cache hit: %v", err)
 	}

@@ -2,14 +2,12 @@ package pull
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 
 	"github.com/berth-dev/berth/formats/compress"
 	"github.com/berth-dev/berth/internal/ctxio"
@@ -87,22 +85,6 @@ func allZero(b []byte) bool {
 	return true
 }
 
-// rawWorkFile creates the hidden "<root>/.#NAME.raw<hex>" file a raw image
-// is written to before it is installed.
-func rawWorkFile(root *imageroot.Root, name string) (*os.File, error) {
-	for range 10 {
-		p := filepath.Join(root.Dir, ".#"+name+".raw"+randHex())
-		f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
-		if err == nil {
-			return f, nil
-		}
-		if !errors.Is(err, os.ErrExist) {
-			return nil, fmt.Errorf("creating work file: %w", err)
-		}
-	}
-	return nil, fmt.Errorf("creating work file in %s: too many collisions", root.Dir)
-}
-
 // ImportRaw writes the disk image read from r (any supported compression,
 // detected from its first bytes) sparsely into the image root as
 // name.raw, through a hidden work file.
@@ -121,7 +103,7 @@ func ImportRaw(ctx context.Context, root *imageroot.Root, r io.Reader, name stri
 		return fmt.Errorf("reading image: %w", err)
 	}
 	defer dr.Close()
-	f, err := rawWorkFile(root, name)
+	f, err := root.WorkFile(name)
 	if err != nil {
 		return err
 	}
@@ -129,7 +111,7 @@ func ImportRaw(ctx context.Context, root *imageroot.Root, r io.Reader, name stri
 	defer func() {
 		if err != nil {
 			f.Close()
-			os.Remove(work)
+			removeWorkOnError(root, log, &work, &err)
 		}
 	}()
 	log.Debug("importing raw image", "image", name, "compression", kind, "into", work)
@@ -145,12 +127,6 @@ func ImportRaw(ctx context.Context, root *imageroot.Root, r io.Reader, name stri
 	}
 	log.Info("imported", "image", name, "path", root.Path(name+".raw"), "bytes", n)
 	return nil
-}
-
-func randHex() string {
-	var b [8]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
 }
 
 func sha256Hex(b []byte) string {

@@ -55,21 +55,18 @@ func loadTrust(keyrings []string, cosignPEM []byte) (*verify.Trust, error) {
 	return t, nil
 }
 
-// check verifies the download's digest (and the settings file) against the
-// literal hash or the checksum file, and the checksum file's signatures.
-func (p *puller) check(digest string, aux *auxFiles) error {
+// precheck checks, before the image is downloaded, everything verification
+// needs besides the image's own digest: that the checksum file exists and
+// lists the image, that its signatures verify, that a settings file is
+// listed with the right digest. A pull that is bound to fail verification
+// fails before a byte of the image is unpacked. It records the image's
+// listed digest in aux.listed.
+func (p *puller) precheck(aux *auxFiles) error {
 	if aux.err != nil {
 		return aux.err
 	}
 	switch p.verify.Mode {
-	case VerifyNo:
-		p.log.Warn("not verifying the download (--verify=no)", "url", p.url, "sha256", digest)
-		return nil
-	case VerifyHash:
-		if digest != p.verify.Hash {
-			return fmt.Errorf("%w: %s has SHA-256 %s, but --verify asks for %s: the download was tampered with or is not the expected file", verify.ErrMismatch, p.file, digest, p.verify.Hash)
-		}
-		p.log.Info("download matches the given SHA-256", "sha256", digest)
+	case VerifyNo, VerifyHash:
 		return nil
 	}
 	if len(bytes.TrimSpace(aux.sums)) == 0 {
@@ -88,9 +85,7 @@ func (p *puller) check(digest string, aux *auxFiles) error {
 	if !ok {
 		return fmt.Errorf("%w: %s is not listed in %s (the name comes from the URL as given, before redirects)", verify.ErrNotListed, p.file, aux.sumsURL)
 	}
-	if want != digest {
-		return fmt.Errorf("%w: %s has SHA-256 %s but %s lists %s: the download was tampered with or corrupted", verify.ErrMismatch, p.file, digest, aux.sumsName, want)
-	}
+	aux.listed = want
 	if aux.settings != nil {
 		stripped := imagerootStripped(p.typ, p.file)
 		sn := stripped + ".nspawn"
@@ -101,6 +96,26 @@ func (p *puller) check(digest string, aux *auxFiles) error {
 		if got := sha256Hex(aux.settings); got != want {
 			return fmt.Errorf("%w: settings file %s has SHA-256 %s but %s lists %s", verify.ErrMismatch, sn, got, aux.sumsName, want)
 		}
+	}
+	return nil
+}
+
+// checkDigest verifies the download's digest against the literal hash or
+// the checksum file's entry (precheck has checked everything else).
+func (p *puller) checkDigest(digest string, aux *auxFiles) error {
+	switch p.verify.Mode {
+	case VerifyNo:
+		p.log.Warn("the download was not verified (--verify=no)", "url", p.url, "sha256", digest)
+		return nil
+	case VerifyHash:
+		if digest != p.verify.Hash {
+			return fmt.Errorf("%w: %s has SHA-256 %s, but --verify asks for %s: the download was tampered with or is not the expected file", verify.ErrMismatch, p.file, digest, p.verify.Hash)
+		}
+		p.log.Info("download matches the given SHA-256", "sha256", digest)
+		return nil
+	}
+	if aux.listed != digest {
+		return fmt.Errorf("%w: %s has SHA-256 %s but %s lists %s: the download was tampered with or corrupted", verify.ErrMismatch, p.file, digest, aux.sumsName, aux.listed)
 	}
 	p.log.Info("download matches the checksum file", "file", p.file, "checksums", aux.sumsName, "sha256", digest)
 	return nil

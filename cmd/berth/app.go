@@ -11,8 +11,10 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/berth-dev/berth/internal/atomicfile"
 	"github.com/berth-dev/berth/internal/imageroot"
 	"github.com/berth-dev/berth/internal/progress"
+	"github.com/berth-dev/berth/internal/sdbool"
 )
 
 // Exit codes of the command-line contract.
@@ -46,6 +48,7 @@ type app struct {
 	noProgress bool
 	logLevel   string
 	logFormat  string
+	noSync     bool // --sync=no
 
 	log *slog.Logger
 }
@@ -98,9 +101,11 @@ func (a *app) rootCommand() *cobra.Command {
 	pf.BoolVar(&a.noProgress, "no-progress", false, "do not draw progress bars")
 	pf.StringVar(&a.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	pf.StringVar(&a.logFormat, "log-format", "text", "log format: text or json")
+	pf.Var(&negBool{&a.noSync}, "sync", "make images and output files durable (synced) before they appear: yes or no")
+	pf.Lookup("sync").NoOptDefVal = "yes"
 
 	root.AddCommand(a.importTarCommand(), a.exportTarCommand(), a.exportRawCommand(), a.exportOCICommand(), a.formatsCommand(),
-		a.pullTarCommand(), a.pullRawCommand(), a.importRawCommand(), a.importFSCommand(), a.listImagesCommand(), a.removeCommand(), a.buildCommand(),
+		a.pullTarCommand(), a.pullRawCommand(), a.importRawCommand(), a.importFSCommand(), a.listImagesCommand(), a.removeCommand(), a.cleanCommand(), a.buildCommand(),
 		a.sumsCommand(), a.signCommand(), a.verifyCommand(), a.publishCommand(), a.pullOCICommand())
 	return root
 }
@@ -149,3 +154,36 @@ func rangeArgs(min, max int) cobra.PositionalArgs {
 func (a *app) openRoot() (*imageroot.Root, error) {
 	return imageroot.Open(a.imageRoot, a.log)
 }
+
+// installOptions are how every verb installs into the image root.
+func (a *app) installOptions() imageroot.InstallOptions {
+	return imageroot.InstallOptions{Force: a.force, ReadOnly: a.readOnly, NoSync: a.noSync}
+}
+
+// outputOptions are how every verb writes an output file.
+func (a *app) outputOptions() atomicfile.Options {
+	return atomicfile.Options{Replace: a.force, NoSync: a.noSync, Log: a.log}
+}
+
+// negBool is a flag whose systemd boolean sets *neg to its negation:
+// --sync=no sets noSync.
+type negBool struct{ neg *bool }
+
+func (b *negBool) String() string {
+	if b.neg != nil && *b.neg {
+		return "no"
+	}
+	return "yes"
+}
+
+func (b *negBool) Set(s string) error {
+	v, err := sdbool.Parse(s)
+	if err != nil {
+		return err
+	}
+	*b.neg = !v
+	return nil
+}
+
+func (b *negBool) Type() string { return "bool" }
+

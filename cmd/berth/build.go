@@ -322,7 +322,7 @@ whether or not the store was optimised. OUTPUT appears only when complete.`,
 				}
 				dst, workDir = nil, filepath.Dir(output)
 			default:
-				if file, err = atomicfile.Create(output, a.force); err != nil {
+				if file, err = atomicfile.Create(output, a.outputOptions()); err != nil {
 					return err
 				}
 				defer file.Abort()
@@ -443,7 +443,7 @@ func (a *app) copySettings(src, output string) error {
 	if err != nil {
 		return fmt.Errorf("--settings: %w", err)
 	}
-	f, err := atomicfile.Create(dst, a.force)
+	f, err := atomicfile.Create(dst, a.outputOptions())
 	if err != nil {
 		return fmt.Errorf("--settings: %w", err)
 	}

@@ -12,7 +12,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/berth-dev/berth/export"
-	"github.com/berth-dev/berth/formats/compress"
 	"github.com/berth-dev/berth/formats/oci"
 	"github.com/berth-dev/berth/internal/imageroot"
 )
@@ -57,7 +56,7 @@ on error or Ctrl-C); if neither is possible berth refuses unless --live.`,
 		Args: rangeArgs(2, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			kind, err := tarKindFor(args[1], fl.format)
+			kind, err := outputKind(args[1], fl.format)
 			if err != nil {
 				return err
 			}
@@ -86,33 +85,6 @@ on error or Ctrl-C); if neither is possible berth refuses unless --live.`,
 	return cmd
 }
 
-// rawOutputKinds maps raw image suffixes to their compression.
-var rawOutputKinds = []struct {
-	suffix string
-	kind   compress.Kind
-}{
-	{".raw", compress.None},
-	{".img", compress.None},
-	{".raw.xz", compress.Xz},
-	{".raw.zst", compress.Zstd},
-	{".raw.gz", compress.Gzip},
-	{".img.xz", compress.Xz},
-	{".img.zst", compress.Zstd},
-	{".img.gz", compress.Gzip},
-}
-
-func rawKindFor(file, format string) (compress.Kind, error) {
-	if format != "" || file == "-" {
-		return tarKindFor(file, format)
-	}
-	for _, s := range rawOutputKinds {
-		if strings.HasSuffix(file, s.suffix) {
-			return s.kind, nil
-		}
-	}
-	return "", usagef("cannot tell the format of %q from its suffix: use .raw, .raw.xz, .raw.zst or .raw.gz, or --format", file)
-}
-
 func (a *app) exportRawCommand() *cobra.Command {
 	var fl exportFlags
 	cmd := &cobra.Command{
@@ -126,7 +98,7 @@ A running machine's image is frozen for the copy (or refused unless --live).`,
 		Args: rangeArgs(2, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			kind, err := rawKindFor(args[1], fl.format)
+			kind, err := outputKind(args[1], fl.format)
 			if err != nil {
 				return err
 			}

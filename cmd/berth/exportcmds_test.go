@@ -582,7 +582,7 @@ chown -R %d:%d $d; chown 1000:%d $d/home/stray`, bad, base, base, base))
 		{"id outside the shift range", []string{"export-tar", "shifted", filepath.Join(out, "o.tar.xz")}, 1, []string{"home/stray", "uid 1000", "--keep-uid-shift"}},
 		{"unwritable destination tar", []string{"export-tar", "shifted", "--keep-uid-shift", filepath.Join(ro, "o.tar")}, 1, []string{ro}},
 		{"unwritable destination raw", []string{"export-raw", "disk", filepath.Join(ro, "o.raw")}, 1, []string{ro}},
-		{"raw suffix", []string{"export-raw", "disk", filepath.Join(out, "o.tar")}, 2, []string{"suffix"}},
+		{"raw bzip2 suffix", []string{"export-raw", "disk", filepath.Join(out, "o.raw.bz2")}, 2, []string{"bzip2"}},
 		{"raw of a directory", []string{"export-raw", bad, filepath.Join(out, "o.raw")}, 1, []string{"not a raw image"}},
 	}
 	for _, c := range cases {

@@ -49,7 +49,7 @@ and rename it to NAME when complete. NAME defaults to DIR's base name.`,
 				return err
 			}
 			return pull.ImportFS(ctx, root, dir, name, pull.ImportOptions{
-				InstallOptions: imageroot.InstallOptions{Force: a.force, ReadOnly: a.readOnly},
+				InstallOptions: a.installOptions(),
 				Log:            a.log,
 			})
 		},

@@ -139,7 +139,7 @@ bytes: OpenPGP signatures are dated SOURCE_DATE_EPOCH when set.`,
 				a.log.Warn("pushing an unsigned OCI image: pass --key to sign it")
 			}
 
-			set, err := publish.Create(out, a.force)
+			set, err := publish.Create(out, a.force, a.noSync)
 			if err != nil {
 				return err
 			}
@@ -267,7 +267,8 @@ func loadPublishKeys(gpgKey, cosignKey string) (publish.Signers, error) {
 // publishOne writes one image of the set with the writer "berth build"
 // uses for the format.
 func (a *app) publishOne(ctx context.Context, j *buildJob, o buildOutput, path string) error {
-	file, err := atomicfile.Create(path, false)
+	// The set's Commit syncs the whole set at once.
+	file, err := atomicfile.Create(path, atomicfile.Options{NoSync: true, Log: a.log})
 	if err != nil {
 		return err
 	}

@@ -59,6 +59,9 @@ checksum file. Interrupted downloads are resumed (Range/If-Range).`,
 			if err != nil {
 				return usageError{err}
 			}
+			if err := checkKeyFlags(cmd, v.Mode == pull.VerifySignature, "--verify="+f.verify); err != nil {
+				return err
+			}
 			var name string
 			if len(args) == 2 {
 				name = args[1]
@@ -78,7 +81,7 @@ checksum file. Interrupted downloads are resumed (Range/If-Range).`,
 			}
 			opts := pull.PullOptions{
 				ImportOptions: pull.ImportOptions{
-					InstallOptions: imageroot.InstallOptions{Force: a.force, ReadOnly: a.readOnly},
+					InstallOptions: a.installOptions(),
 					Log:            a.log,
 				},
 				Verify:       v,
@@ -120,3 +123,18 @@ checksum file. Interrupted downloads are resumed (Range/If-Range).`,
 
 func (a *app) pullTarCommand() *cobra.Command { return a.pullCommand(pull.Tar) }
 func (a *app) pullRawCommand() *cobra.Command { return a.pullCommand(pull.Raw) }
+
+// checkKeyFlags refuses key flags that a verification mode would ignore:
+// a user who gives --keyring or --key expects a signature check, so
+// silently skipping it would be worse than an error.
+func checkKeyFlags(cmd *cobra.Command, signature bool, mode string) error {
+	if signature {
+		return nil
+	}
+	for _, name := range []string{"keyring", "key"} {
+		if fl := cmd.Flags().Lookup(name); fl != nil && fl.Changed {
+			return usagef("--%s has no effect with %s, which checks no signature: drop one of them", name, mode)
+		}
+	}
+	return nil
+}

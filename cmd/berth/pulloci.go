@@ -41,6 +41,9 @@ allows it for any registry.`,
 			if err != nil {
 				return usageError{err}
 			}
+			if err := checkKeyFlags(cmd, mode == pull.OCIVerifySignature, "--verify="+verifyMode); err != nil {
+				return err
+			}
 			if mode == pull.OCIVerifySignature && key == "" {
 				return usagef("pull-oci verifies a cosign signature by default: pass --key FILE with the signer's public key, or --verify=no")
 			}
@@ -58,7 +61,7 @@ allows it for any registry.`,
 			}
 			opts := pull.OCIOptions{
 				ImportOptions: pull.ImportOptions{
-					InstallOptions: imageroot.InstallOptions{Force: a.force, ReadOnly: a.readOnly},
+					InstallOptions: a.installOptions(),
 					Log:            a.log,
 				},
 				Verify:     mode,

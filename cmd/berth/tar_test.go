@@ -326,7 +326,7 @@ func TestExportBadInput(t *testing.T) {
 		want string
 	}{
 		{"unknown machine", []string{"export-tar", "nosuch", filepath.Join(w, "o.tar")}, 1, "no image"},
-		{"unknown suffix", []string{"export-tar", tree + "/", filepath.Join(w, "o.zip")}, 2, "suffix"},
+		{"bzip2 suffix", []string{"export-tar", tree + "/", filepath.Join(w, "o.tar.bz2")}, 2, "bzip2"},
 		{"bzip2 output", []string{"export-tar", "--format", "bzip2", tree + "/", filepath.Join(w, "o.tar")}, 2, "bzip2"},
 		{"bad format", []string{"export-tar", "--format", "rar", tree + "/", filepath.Join(w, "o.tar")}, 2, "rar"},
 		{"unwritable destination", []string{"export-tar", tree + "/", filepath.Join(ro, "o.tar")}, 1, ro},
@@ -417,5 +417,39 @@ func TestFormatsAndUsage(t *testing.T) {
 	}
 	if r := berth(t, nil, "--log-level", "loud", "formats"); r.code != 2 {
 		t.Errorf("bad --log-level: exit %d", r.code)
+	}
+}
+
+// TestExportUnknownSuffixUncompressed: a file name without a known
+// compression suffix is written uncompressed, as systemd-export does (its
+// own test suite exports to such names); the suffix picks the compression
+// otherwise.
+func TestExportUnknownSuffixUncompressed(t *testing.T) {
+	testenv.RequireRoot(t)
+	w := t.TempDir()
+	root := filepath.Join(w, "machines")
+	tree := smallTree(t)
+	os.MkdirAll(root, 0o700)
+	os.WriteFile(filepath.Join(root, "disk.raw"), bytes.Repeat([]byte("raw!"), 4096), 0o644)
+	for name, magic := range map[string][]byte{"o.zip": nil, "o.image": nil, "o.gz": {0x1f, 0x8b}, "o.tar.zst": {0x28, 0xb5, 0x2f, 0xfd}} {
+		out := filepath.Join(w, name)
+		mustBerth(t, "--image-root", root, "export-tar", tree+"/", out)
+		b, err := os.ReadFile(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if magic == nil {
+			// A plain tar: "ustar" at offset 257 of the first header.
+			if len(b) < 263 || string(b[257:262]) != "ustar" {
+				t.Errorf("%s is not an uncompressed tar", name)
+			}
+		} else if !bytes.HasPrefix(b, magic) {
+			t.Errorf("%s does not start with %x", name, magic)
+		}
+	}
+	out := filepath.Join(w, "disk.img2")
+	mustBerth(t, "--image-root", root, "export-raw", "disk", out)
+	if b, _ := os.ReadFile(out); !bytes.Equal(b, bytes.Repeat([]byte("raw!"), 4096)) {
+		t.Error("export-raw to a name without a known suffix did not write the image as it is")
 	}
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/berth-dev/berth/formats/compress"
 	"github.com/berth-dev/berth/internal/atomicfile"
+	"github.com/berth-dev/berth/internal/ctxio"
 	"github.com/berth-dev/berth/internal/imageroot"
 	"github.com/berth-dev/berth/pull"
 )
@@ -48,7 +49,7 @@ func (a *app) importFile(cmd *cobra.Command, args []string, defaultName func(str
 	if err := imageroot.ValidName(name); err != nil {
 		return usageError{err}
 	}
-	in, size, closeIn, err := a.openInput(file)
+	in, size, closeIn, err := a.openInput(ctx, file)
 	if err != nil {
 		return err
 	}
@@ -60,7 +61,7 @@ func (a *app) importFile(cmd *cobra.Command, args []string, defaultName func(str
 	prog := a.progress(ctx)
 	bar := prog.Bar("import "+name, size)
 	err = importer(ctx, root, bar.Reader(in), name, pull.ImportOptions{
-		InstallOptions: imageroot.InstallOptions{Force: a.force, ReadOnly: a.readOnly},
+		InstallOptions: a.installOptions(),
 		Log:            a.log,
 	})
 	bar.Done(err == nil)
@@ -69,8 +70,13 @@ func (a *app) importFile(cmd *cobra.Command, args []string, defaultName func(str
 }
 
 // openInput opens FILE, or standard input for "-". size is -1 when unknown.
-func (a *app) openInput(file string) (r io.Reader, size int64, closeFn func(), err error) {
+// Reading standard input stops when ctx ends, even in a blocked read.
+func (a *app) openInput(ctx context.Context, file string) (r io.Reader, size int64, closeFn func(), err error) {
 	if file == "-" {
+		if f, ok := a.stdin.(*os.File); ok {
+			r, undo := ctxio.Interruptible(ctx, f)
+			return r, -1, undo, nil
+		}
 		return a.stdin, -1, func() {}, nil
 	}
 	f, err := os.Open(file)
@@ -84,22 +90,12 @@ func (a *app) openInput(file string) (r io.Reader, size int64, closeFn func(), e
 	return f, size, func() { f.Close() }, nil
 }
 
-// tarOutputKinds maps tarball suffixes to their compression.
-var tarOutputKinds = []struct {
-	suffix string
-	kind   compress.Kind
-}{
-	{".tar", compress.None},
-	{".tar.xz", compress.Xz},
-	{".txz", compress.Xz},
-	{".tar.zst", compress.Zstd},
-	{".tar.gz", compress.Gzip},
-	{".tgz", compress.Gzip},
-}
-
-// tarKindFor picks the compression of an output tarball: --format wins, then
-// the suffix; standard output is uncompressed unless --format says otherwise.
-func tarKindFor(file, format string) (compress.Kind, error) {
+// outputKind picks the compression of an output tarball or disk image:
+// --format wins,
+// then the suffix, as systemd-export reads it (".xz", ".gz"/".tgz", ".zst";
+// ".txz" too); any other name, and standard output, is written
+// uncompressed unless --format says otherwise.
+func outputKind(file, format string) (compress.Kind, error) {
 	if format != "" {
 		k, err := compress.ParseKind(format)
 		if err != nil {
@@ -113,12 +109,14 @@ func tarKindFor(file, format string) (compress.Kind, error) {
 	if file == "-" {
 		return compress.None, nil
 	}
-	for _, s := range tarOutputKinds {
-		if strings.HasSuffix(file, s.suffix) {
-			return s.kind, nil
-		}
+	if strings.HasSuffix(strings.ToLower(file), ".txz") {
+		return compress.Xz, nil
 	}
-	return "", usagef("cannot tell the format of %q from its suffix: use .tar, .tar.xz, .tar.zst or .tar.gz, or --format", file)
+	k := compress.KindFromSuffix(file)
+	if k == compress.Bzip2 {
+		return "", usagef("%s: berth reads bzip2 but does not write it; name the file .xz, .zst or .gz, or give --format", file)
+	}
+	return k, nil
 }
 
 // resolveMachine turns NAME|DIR into a directory: an argument with a slash
@@ -154,7 +152,7 @@ func (a *app) writeOutput(file string, write func(io.Writer) error) error {
 	if file == "-" {
 		return write(a.stdout)
 	}
-	f, err := atomicfile.Create(file, a.force)
+	f, err := atomicfile.Create(file, a.outputOptions())
 	if err != nil {
 		return err
 	}

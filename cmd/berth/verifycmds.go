@@ -193,7 +193,7 @@ func (a *app) writeSignatures(sumsPath string, pgpSig, cosignSig []byte) error {
 		}
 	}()
 	for _, o := range outs {
-		f, err := atomicfile.Create(o.path, a.force)
+		f, err := atomicfile.Create(o.path, a.outputOptions())
 		if err != nil {
 			return err
 		}

@@ -1,50 +1,69 @@
 // Package atomicfile writes output files that appear under their final name
-// only when complete: data goes to a hidden temporary file in the same
-// directory, which is synced and renamed into place on Commit. A job that
-// fails or is interrupted calls Abort (or nothing, and the deferred Abort
-// runs), and no partial file is left under the name a user or a script
-// would pick up.
+// only when complete and durable: data goes to a hidden scratch file in the
+// same directory (package scratch), which is synced and renamed into place
+// on Commit, and then the directory is synced. A job that fails or is
+// interrupted calls Abort (or nothing, and the deferred Abort runs), and no
+// partial file is left under the name a user or a script would pick up; a
+// job killed outright leaves its scratch file, which the next Create in that
+// directory removes once the killed job's lock is gone.
 package atomicfile
 
 import (
-	"crypto/rand"
-	"encoding/hex"
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/berth-dev/berth/internal/durable"
+	"github.com/berth-dev/berth/internal/scratch"
 )
+
+// Options say how an output file is written.
+type Options struct {
+	// Replace lets Commit replace an existing file; without it Commit
+	// fails if the name exists by then.
+	Replace bool
+	// NoSync skips syncing: faster, but a power loss right after the job
+	// can leave the file visible with missing data.
+	NoSync bool
+	// Log receives a line about debris removed from the directory.
+	Log *slog.Logger
+}
 
 // File is an output file being written.
 type File struct {
 	*os.File
-	final   string
-	replace bool
-	done    bool
+	final string
+	item  *scratch.Item
+	opts  Options
+	done  bool
 }
 
-// Create starts writing the file path. With replace false, Commit fails if
-// path exists by then.
-func Create(path string, replace bool) (*File, error) {
-	dir, base := filepath.Split(path)
-	if dir == "" {
-		dir = "."
-	}
-	if !replace {
+// ExistsError is the error for an output that is already there.
+func ExistsError(path string) error {
+	return fmt.Errorf("output %s already exists (use --force to replace it)", path)
+}
+
+// Create starts writing the file path.
+func Create(path string, opts Options) (*File, error) {
+	dir := filepath.Dir(path)
+	if !opts.Replace {
 		if _, err := os.Lstat(path); err == nil {
-			return nil, fmt.Errorf("output %s already exists (use --force to replace it)", path)
+			return nil, ExistsError(path)
 		}
 	}
-	var b [8]byte
-	_, _ = rand.Read(b[:])
-	tmp := filepath.Join(dir, ".#"+base+"."+hex.EncodeToString(b[:]))
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("creating output in %s: %w", dir, err)
+	if _, err := scratch.Reap(context.Background(), dir, opts.Log); err != nil && opts.Log != nil {
+		opts.Log.Warn("could not clean up after earlier jobs", "dir", dir, "err", err)
 	}
-	return &File{File: f, final: path, replace: replace}, nil
+	f, it, err := scratch.File(dir, "out", 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("creating output in %s: %w", dir, errors.Unwrap(err))
+	}
+	return &File{File: f, final: path, item: it, opts: opts}, nil
 }
 
 // Commit syncs the file and renames it to its final name.
@@ -54,27 +73,35 @@ func (f *File) Commit() error {
 	}
 	f.done = true
 	tmp := f.Name()
+	defer f.item.Release()
 	fail := func(err error) error {
 		f.File.Close()
 		os.Remove(tmp)
 		return err
 	}
-	if err := f.Sync(); err != nil {
-		return fail(fmt.Errorf("writing %s: %w", f.final, err))
+	if !f.opts.NoSync {
+		if err := f.Sync(); err != nil {
+			return fail(fmt.Errorf("writing %s: %w", f.final, err))
+		}
 	}
 	if err := f.File.Close(); err != nil {
 		return fail(fmt.Errorf("writing %s: %w", f.final, err))
 	}
 	var flags uint
-	if !f.replace {
+	if !f.opts.Replace {
 		flags = unix.RENAME_NOREPLACE
 	}
 	if err := unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, f.final, flags); err != nil {
 		os.Remove(tmp)
 		if errors.Is(err, unix.EEXIST) {
-			return fmt.Errorf("output %s already exists (use --force to replace it)", f.final)
+			return ExistsError(f.final)
 		}
 		return fmt.Errorf("renaming output into place: %w", err)
+	}
+	if !f.opts.NoSync {
+		if err := durable.SyncDir(filepath.Dir(f.final)); err != nil {
+			return fmt.Errorf("writing %s: %w", f.final, err)
+		}
 	}
 	return nil
 }
@@ -88,4 +115,5 @@ func (f *File) Abort() {
 	f.done = true
 	f.File.Close()
 	os.Remove(f.Name())
+	f.item.Release()
 }

@@ -9,7 +9,7 @@ import (
 func TestCommitAndAbort(t *testing.T) {
 	d := t.TempDir()
 	p := filepath.Join(d, "out.tar")
-	f, err := Create(p, false)
+	f, err := Create(p, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -22,7 +22,7 @@ func TestCommitAndAbort(t *testing.T) {
 		t.Fatalf("Abort left %v", ents)
 	}
 
-	f, _ = Create(p, false)
+	f, _ = Create(p, Options{})
 	f.WriteString("done")
 	if err := f.Commit(); err != nil {
 		t.Fatal(err)
@@ -31,11 +31,11 @@ func TestCommitAndAbort(t *testing.T) {
 	if b, _ := os.ReadFile(p); string(b) != "done" {
 		t.Fatalf("content %q", b)
 	}
-	if _, err := Create(p, false); err == nil {
+	if _, err := Create(p, Options{}); err == nil {
 		t.Fatal("Create over an existing file without replace")
 	}
 	// Another writer creates the file meanwhile: Commit must not clobber it.
-	f, err = Create(filepath.Join(d, "race"), false)
+	f, err = Create(filepath.Join(d, "race"), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,7 +46,7 @@ func TestCommitAndAbort(t *testing.T) {
 	if b, _ := os.ReadFile(filepath.Join(d, "race")); string(b) != "theirs" {
 		t.Fatal("other writer's file clobbered")
 	}
-	f, _ = Create(p, true)
+	f, _ = Create(p, Options{Replace: true})
 	f.WriteString("new")
 	if err := f.Commit(); err != nil {
 		t.Fatal(err)

@@ -2,27 +2,35 @@ package imageroot
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
-	"time"
+	"strings"
+	"sync"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/berth-dev/berth/internal/durable"
+	"github.com/berth-dev/berth/internal/lockfile"
+	"github.com/berth-dev/berth/internal/machinelock"
+	"github.com/berth-dev/berth/internal/scratch"
 )
 
 // Default is where systemd-machined looks for images.
 const Default = "/var/lib/machines"
 
-// Root is an image root directory.
+// Root is an image root directory. It remembers the work paths it handed
+// out, whose ownership locks it holds until they are installed or
+// discarded.
 type Root struct {
 	Dir string
 	Log *slog.Logger
+
+	mu     sync.Mutex
+	held   map[string]*scratch.Item
+	reaped sync.Once
 }
 
 // Open returns the image root at dir, creating it (0700, as systemd does) if
@@ -33,6 +41,13 @@ func Open(dir string, log *slog.Logger) (*Root, error) {
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("image root: %w", err)
+	}
+	st, err := os.Stat(dir)
+	if err != nil {
+		return nil, fmt.Errorf("image root: %w", err)
+	}
+	if !st.IsDir() {
+		return nil, fmt.Errorf("image root %s is not a directory", dir)
 	}
 	return &Root{Dir: dir, Log: log}, nil
 }
@@ -47,193 +62,327 @@ func (r *Root) Exists(name string) bool {
 	return err == nil
 }
 
-// WorkDir creates a hidden directory "<root>/.#<name><16 hex>" for a job to
-// build an image in. It is mode 0700 so that nothing outside berth uses a
-// half-written tree. The caller removes it with RemoveAll on failure, or
-// installs it with Install.
-func (r *Root) WorkDir(name string) (string, error) {
-	for range 10 {
-		p := filepath.Join(r.Dir, ".#"+name+randHex())
-		err := os.Mkdir(p, 0o700)
-		if err == nil {
-			return p, nil
-		}
-		if !errors.Is(err, fs.ErrExist) {
-			return "", fmt.Errorf("creating work directory: %w", err)
-		}
+// Reap removes what jobs that died (kill -9, power loss) left in the image
+// root: their hidden work trees and files, and unfinished downloads in the
+// cache. A running job's work is never touched (see package scratch).
+func (r *Root) Reap(ctx context.Context) ([]string, error) {
+	reaped, err := scratch.Reap(ctx, r.Dir, r.Log)
+	if err != nil {
+		return reaped, err
 	}
-	return "", fmt.Errorf("creating work directory in %s: too many collisions", r.Dir)
+	cache := filepath.Join(r.Dir, CacheDirName)
+	more, err := scratch.Reap(ctx, cache, r.Log)
+	for _, n := range more {
+		reaped = append(reaped, filepath.Join(CacheDirName, n))
+	}
+	return reaped, err
 }
 
-func randHex() string {
-	var b [8]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
+func (r *Root) reapOnce() {
+	r.reaped.Do(func() {
+		if _, err := r.Reap(context.Background()); err != nil {
+			r.Log.Warn("could not clean up after earlier jobs", "err", err)
+		}
+	})
+}
+
+// CacheDirName is the directory in the image root that berth keeps
+// downloads in. It starts with ".#", which no image name may (of any berth
+// version), so no image can ever be installed as the cache or reach it.
+const CacheDirName = ".#berth.cache"
+
+func (r *Root) hold(it *scratch.Item) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.held == nil {
+		r.held = make(map[string]*scratch.Item)
+	}
+	r.held[it.Path] = it
+	return it.Path
+}
+
+// owner returns the work path handed out by WorkDir or WorkFile that is p
+// or contains p (MangleOSTree's child), or p itself.
+func (r *Root) owner(p string) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for q := p; q != r.Dir && q != "/" && q != "."; q = filepath.Dir(q) {
+		if _, ok := r.held[q]; ok {
+			return q
+		}
+	}
+	return p
+}
+
+// Release gives up ownership of a work path handed out by WorkDir or
+// WorkFile after it was moved away or removed by other means.
+func (r *Root) Release(work string) {
+	r.mu.Lock()
+	it := r.held[work]
+	delete(r.held, work)
+	r.mu.Unlock()
+	it.Release()
+}
+
+// Discard removes a work path handed out by WorkDir or WorkFile and
+// releases it.
+func (r *Root) Discard(work string) error {
+	err := scratch.RemoveTree(work)
+	r.Release(work)
+	return err
+}
+
+// WorkDir creates a hidden directory in the image root for a job to build
+// the image name in. It is mode 0700 so that nothing outside berth uses a
+// half-written tree, and this process holds its ownership lock until
+// Install, Discard or Release, so that a later job's Reap removes it only
+// after this process is gone.
+//
+// The first work path a Root hands out reaps the debris of dead jobs first,
+// so every job that writes into the image root cleans up after its crashed
+// predecessors.
+func (r *Root) WorkDir(name string) (string, error) {
+	r.reapOnce()
+	it, err := scratch.Dir(r.Dir, "work")
+	if err != nil {
+		return "", fmt.Errorf("image %s: %w", name, err)
+	}
+	return r.hold(it), nil
+}
+
+// WorkFile creates a hidden file in the image root (mode 0644) for a job to
+// write the raw image name in; ownership as for WorkDir.
+func (r *Root) WorkFile(name string) (*os.File, error) {
+	r.reapOnce()
+	f, it, err := scratch.File(r.Dir, "raw", 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("image %s: %w", name, err)
+	}
+	r.hold(it)
+	return f, nil
 }
 
 // InstallOptions say how an image is put in place.
 type InstallOptions struct {
 	Force    bool // replace an existing image of that name
 	ReadOnly bool // mark the installed tree immutable (chattr +i), like systemd
+	// NoSync skips making the image durable before it becomes visible
+	// (systemd's --sync=no): faster, but a power loss right after the
+	// job can leave a visible image with empty or missing files.
+	NoSync bool
+	// Settings, when not nil, is installed as NAME.nspawn together with
+	// the image: both or neither. An existing settings file is kept
+	// unless Force (as systemd-pull does).
+	Settings []byte
 }
 
-// Install moves the finished work path into place as name. Without Force it
-// fails if name exists (RENAME_NOREPLACE: no window in which another job's
-// image could be overwritten). With Force the old image is swapped out
-// atomically (RENAME_EXCHANGE) and then deleted, so readers never see a
-// missing image.
-func (r *Root) Install(work, name string, opts InstallOptions) error {
+// SettingsName returns the settings file name of the image installed as
+// target ("web" or "web.raw": "web.nspawn").
+func SettingsName(target string) string {
+	return strings.TrimSuffix(target, ".raw") + ".nspawn"
+}
+
+// Install moves the finished work path (from WorkDir or WorkFile) into
+// place as target (an image name, or NAME.raw), with its settings file.
+//
+//   - Without Force it fails if target exists (RENAME_NOREPLACE: no window
+//     in which another job's image could be overwritten). With Force the
+//     old image is swapped out atomically (RENAME_EXCHANGE) and then
+//     deleted, so readers never see a missing image; an image a machine
+//     runs from is never replaced.
+//   - Unless NoSync, the tree and the settings file are on disk before
+//     either becomes visible, and the new names are on disk when Install
+//     returns.
+//   - The image and its settings file are installed both or neither: if
+//     the settings file cannot be put in place, the image is taken back.
+func (r *Root) Install(work, target string, opts InstallOptions) (err error) {
+	name := strings.TrimSuffix(target, ".raw")
 	if opts.ReadOnly {
 		// Probe before anything is moved: a file system without
 		// FS_IMMUTABLE_FL must fail the job, not leave a writable image.
-		if err := SetImmutable(work, true); err != nil {
+		if err := scratch.SetImmutable(work, true); err != nil {
 			return fmt.Errorf("cannot mark %s read-only in %s: %w", name, r.Dir, err)
 		}
 		// An immutable directory cannot be renamed; set it again below.
-		if err := SetImmutable(work, false); err != nil {
+		if err := scratch.SetImmutable(work, false); err != nil {
 			return fmt.Errorf("marking %s read-only: %w", name, err)
 		}
 	}
-	dst := r.Path(name)
-	err := unix.Renameat2(unix.AT_FDCWD, work, unix.AT_FDCWD, dst, unix.RENAME_NOREPLACE)
+	var settingsTmp string
+	if opts.Settings != nil {
+		f, it, err := scratch.File(r.Dir, "settings", 0o644)
+		if err != nil {
+			return fmt.Errorf("settings file of %s: %w", name, err)
+		}
+		settingsTmp = it.Path
+		defer func() {
+			_ = os.Remove(it.Path) // left if the settings were not installed
+			it.Release()
+		}()
+		_, werr := f.Write(opts.Settings)
+		if cerr := f.Close(); werr == nil {
+			werr = cerr
+		}
+		if werr != nil {
+			return fmt.Errorf("writing the settings file of %s: %w", name, werr)
+		}
+	}
+	if !opts.NoSync {
+		if err := durable.SyncFS(work); err != nil {
+			return fmt.Errorf("installing %s: %w", name, err)
+		}
+	}
+
+	dst := r.Path(target)
+	exchanged := false
+	err = unix.Renameat2(unix.AT_FDCWD, work, unix.AT_FDCWD, dst, unix.RENAME_NOREPLACE)
 	switch {
 	case err == nil:
 	case !errors.Is(err, unix.EEXIST):
 		return fmt.Errorf("installing %s: %w", name, err)
 	case !opts.Force:
-		return fmt.Errorf("image %q already exists in %s (use --force to replace it)", name, r.Dir)
+		return ExistsError(name, r.Dir)
 	default:
-		_ = SetImmutable(dst, false) // a read-only image cannot be swapped out otherwise
+		lock, err := machinelock.Exclusive(dst)
+		if err != nil {
+			return r.inUse(name, err)
+		}
+		defer lock.Release()
+		_ = scratch.SetImmutable(dst, false) // a read-only image cannot be swapped out otherwise
 		if err := unix.Renameat2(unix.AT_FDCWD, work, unix.AT_FDCWD, dst, unix.RENAME_EXCHANGE); err != nil {
 			return fmt.Errorf("replacing %s: %w", name, err)
 		}
-		// work now holds the old image.
-		if err := RemoveTree(work); err != nil {
-			r.Log.Warn("could not remove replaced image", "path", work, "err", err)
+		exchanged = true // work now holds the old image
+	}
+	if settingsTmp != "" {
+		if err := r.installSettings(settingsTmp, name, opts.Force); err != nil {
+			// Both or neither: take the image back.
+			flags := uint(unix.RENAME_NOREPLACE)
+			if exchanged {
+				flags = unix.RENAME_EXCHANGE
+			}
+			if uerr := unix.Renameat2(unix.AT_FDCWD, dst, unix.AT_FDCWD, work, flags); uerr != nil {
+				return fmt.Errorf("%w; and %s could not be taken back: %v", err, name, uerr)
+			}
+			return err
 		}
 	}
+	if !opts.NoSync {
+		if err := durable.SyncDir(r.Dir); err != nil {
+			return fmt.Errorf("installing %s: %w", name, err)
+		}
+	}
+	// What is left under the work path (the replaced image, or the wrapper
+	// directory MangleOSTree looked into) goes.
+	if owner := r.owner(work); exchanged || owner != work {
+		if err := r.Discard(owner); err != nil {
+			r.Log.Warn("could not remove the replaced image", "image", name, "err", err)
+		}
+	} else {
+		r.Release(work)
+	}
 	if opts.ReadOnly {
-		if err := SetImmutable(dst, true); err != nil {
+		if err := scratch.SetImmutable(dst, true); err != nil {
 			return fmt.Errorf("marking %s read-only: %w", name, err)
 		}
 	}
 	return nil
 }
 
-// Remove deletes an installed image, clearing the immutable flag first.
+// installSettings renames the written settings file to NAME.nspawn. An
+// existing one is kept unless force, as systemd-pull does.
+func (r *Root) installSettings(tmp, name string, force bool) error {
+	final := r.Path(name + ".nspawn")
+	var flags uint = unix.RENAME_NOREPLACE
+	if force {
+		flags = 0
+	}
+	err := unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, final, flags)
+	if errors.Is(err, unix.EEXIST) {
+		r.Log.Warn("settings file already exists, not replacing it (use --force)", "path", final)
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("installing the settings file of %s: %w", name, err)
+	}
+	r.Log.Info("installed settings", "path", final)
+	return nil
+}
+
+// ExistsError is the error for an image name that is taken.
+func ExistsError(name, dir string) error {
+	return fmt.Errorf("image %q already exists in %s (use --force to replace it)", name, dir)
+}
+
+func (r *Root) inUse(name string, err error) error {
+	if errors.Is(err, machinelock.ErrInUse) {
+		return fmt.Errorf("image %q is %w: stop it first (machinectl stop %s, or end its systemd-nspawn)", name, err, name)
+	}
+	return fmt.Errorf("image %q: %w", name, err)
+}
+
+// Remove deletes the installed image NAME (directory or NAME.raw, read-only
+// ones too) and its settings file NAME.nspawn, as machinectl remove does. It
+// refuses while a machine runs from the image. The caller holds the name's
+// lock (Lock).
 func (r *Root) Remove(name string) error {
 	if err := ValidName(name); err != nil {
 		return err
 	}
-	p := r.Path(name)
-	if _, err := os.Lstat(p); err != nil {
+	found := false
+	for _, n := range []string{name, name + ".raw"} {
+		p := r.Path(n)
+		if _, err := os.Lstat(p); err != nil {
+			continue
+		}
+		found = true
+		lock, err := machinelock.Exclusive(p)
+		if err != nil {
+			return r.inUse(name, err)
+		}
+		err = scratch.RemoveTree(p)
+		lock.Release()
+		if err != nil {
+			return fmt.Errorf("removing image %q: %w", name, err)
+		}
+	}
+	if !found {
 		return fmt.Errorf("no image %q in %s", name, r.Dir)
 	}
-	return RemoveTree(p)
+	settings := r.Path(name + ".nspawn")
+	if err := os.Remove(settings); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("removing settings file %s: %w", settings, err)
+	}
+	return nil
 }
 
 // RemoveTree removes a file or tree, clearing immutable flags on the way so
 // that read-only images (and systemd's +i caches) can be removed.
-func RemoveTree(p string) error {
-	err := os.RemoveAll(p)
-	if err == nil {
-		return nil
-	}
-	_ = filepath.WalkDir(p, func(q string, d fs.DirEntry, err error) error {
-		if err == nil && (d.IsDir() || d.Type().IsRegular()) {
-			_ = SetImmutable(q, false)
-		}
-		return nil
-	})
-	if err := os.RemoveAll(p); err != nil {
-		return fmt.Errorf("removing %s: %w", p, err)
-	}
-	return nil
-}
-
-// fsImmutableFL is FS_IMMUTABLE_FL from linux/fs.h (chattr +i).
-const fsImmutableFL = 0x00000010
+func RemoveTree(p string) error { return scratch.RemoveTree(p) }
 
 // SetImmutable sets or clears FS_IMMUTABLE_FL on a file or directory.
-func SetImmutable(p string, on bool) error {
-	f, err := os.OpenFile(p, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	flags, err := unix.IoctlGetUint32(int(f.Fd()), unix.FS_IOC_GETFLAGS)
-	if err != nil {
-		return fmt.Errorf("reading inode flags: %w", err)
-	}
-	nf := flags &^ fsImmutableFL
-	if on {
-		nf |= fsImmutableFL
-	}
-	if nf == flags {
-		return nil
-	}
-	v := int(nf)
-	if err := unix.IoctlSetPointerInt(int(f.Fd()), unix.FS_IOC_SETFLAGS, v); err != nil {
-		return fmt.Errorf("setting inode flags: %w", err)
-	}
-	return nil
-}
+func SetImmutable(p string, on bool) error { return scratch.SetImmutable(p, on) }
 
 // Lock takes an exclusive lock on name, so that two berth operations on one
 // image never race. It waits until the lock is free or ctx ends. Lock files
-// live in /run/berth/locks (or $XDG_RUNTIME_DIR when not root), not in the
-// image root, which therefore holds nothing but images; the lock is released
-// by calling the returned function, or by the process exiting.
+// live outside the image root (package lockfile), which therefore holds
+// nothing but images; the lock is released by calling the returned
+// function, or by the process exiting.
 func (r *Root) Lock(ctx context.Context, name string) (unlock func(), err error) {
-	p, err := r.lockPath(name)
+	abs, err := filepath.Abs(r.Dir)
 	if err != nil {
 		return nil, err
 	}
-	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW, 0o600)
+	l, err := lockfile.Acquire(ctx, abs+"\x00"+name, false, func() {
+		r.Log.Info("waiting for another berth operation on this image", "image", name)
+	})
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("image %q is busy (another berth operation holds its lock): %w", name, err)
+		}
 		return nil, fmt.Errorf("lock for %s: %w", name, err)
 	}
-	warned := false
-	for {
-		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-		if err == nil {
-			return func() { _ = f.Close() }, nil
-		}
-		if !errors.Is(err, unix.EWOULDBLOCK) {
-			f.Close()
-			return nil, fmt.Errorf("lock for %s: %w", name, err)
-		}
-		if !warned {
-			r.Log.Info("waiting for another berth operation on this image", "image", name)
-			warned = true
-		}
-		select {
-		case <-ctx.Done():
-			f.Close()
-			return nil, fmt.Errorf("image %q is busy (another berth operation holds its lock): %w", name, ctx.Err())
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-}
-
-func (r *Root) lockPath(name string) (string, error) {
-	base := "/run/berth/locks"
-	if os.Geteuid() != 0 {
-		if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
-			base = filepath.Join(d, "berth", "locks")
-		} else {
-			base = filepath.Join(os.TempDir(), fmt.Sprintf("berth-%d", os.Geteuid()), "locks")
-		}
-	}
-	if err := os.MkdirAll(base, 0o700); err != nil {
-		return "", fmt.Errorf("lock directory: %w", err)
-	}
-	abs, err := filepath.Abs(r.Dir)
-	if err != nil {
-		return "", err
-	}
-	sum := sha256.Sum256([]byte(abs + "\x00" + name))
-	return filepath.Join(base, hex.EncodeToString(sum[:12])+".lck"), nil
+	return l.Unlock, nil
 }
 
 // IsOSTree reports whether dir looks like an operating system tree: it has
@@ -249,10 +398,10 @@ func IsOSTree(dir string) bool {
 
 // MangleOSTree handles tarballs that wrap the OS tree in one top-level
 // directory ("rootfs/", "fedora-39/"), as systemd-import does: if dir is not
-// an OS tree but holds exactly one directory that is, that directory becomes
-// the image. It returns the directory to install, which is dir itself or a
-// new sibling work directory (dir is then removed). On error too, the
-// returned path is the one the caller must clean up.
+// an OS tree but holds exactly one directory that is, that directory is what
+// to install. It returns the path to install: dir itself or its child. The
+// child stays inside dir, so dir's ownership covers it until Install moves
+// it; Install discards the emptied wrapper.
 func MangleOSTree(dir string) (string, error) {
 	if IsOSTree(dir) {
 		return dir, nil
@@ -268,12 +417,5 @@ func MangleOSTree(dir string) (string, error) {
 	if !IsOSTree(child) {
 		return dir, nil
 	}
-	moved := dir + "-os"
-	if err := unix.Renameat2(unix.AT_FDCWD, child, unix.AT_FDCWD, moved, unix.RENAME_NOREPLACE); err != nil {
-		return dir, fmt.Errorf("moving %s up: %w", ents[0].Name(), err)
-	}
-	if err := os.Remove(dir); err != nil {
-		return moved, fmt.Errorf("removing wrapper directory: %w", err)
-	}
-	return moved, nil
+	return child, nil
 }
