@@ -16,6 +16,7 @@ import (
 
 	"github.com/berth-dev/berth/formats"
 	"github.com/berth-dev/berth/internal/machinelock"
+	"github.com/berth-dev/berth/internal/scratch"
 	"github.com/berth-dev/berth/internal/testenv"
 )
 
@@ -180,5 +181,18 @@ func TestBtrfsSnapshot(t *testing.T) {
 			names = append(names, e.Name())
 		}
 		t.Fatalf("left in the image root: %v", names)
+	}
+
+	// A snapshot left by a killed export (nobody holds its lock) is
+	// removed by the next job, read-only as it is.
+	dead := filepath.Join(mnt, scratch.Prefix+"snapshot-dead")
+	if out, err := exec.Command("btrfs", "subvolume", "snapshot", "-r", dir, dead).CombinedOutput(); err != nil {
+		t.Fatalf("btrfs subvolume snapshot: %v %s", err, out)
+	}
+	if got, err := scratch.Reap(context.Background(), mnt, nil); err != nil || len(got) != 1 {
+		t.Fatalf("reaping a dead export's snapshot: %v %v", got, err)
+	}
+	if _, err := os.Lstat(dead); !os.IsNotExist(err) {
+		t.Fatalf("dead snapshot left: %v", err)
 	}
 }

@@ -186,4 +186,3 @@ func (b *negBool) Set(s string) error {
 }
 
 func (b *negBool) Type() string { return "bool" }
-

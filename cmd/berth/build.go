@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -19,6 +20,7 @@ import (
 	"github.com/berth-dev/berth/internal/atomicfile"
 	"github.com/berth-dev/berth/internal/imageroot"
 	"github.com/berth-dev/berth/internal/progress"
+	"github.com/berth-dev/berth/internal/scratch"
 )
 
 // Output classes of "berth build".
@@ -184,15 +186,12 @@ func checkLayoutDest(dir string, force bool) error {
 			return fmt.Errorf("output %s already exists (use --force to replace it)", dir)
 		}
 	}
-	parent, base := filepath.Split(filepath.Clean(dir))
-	if parent == "" {
-		parent = "."
-	}
-	probe, err := os.MkdirTemp(parent, "."+base+".probe-")
+	parent := filepath.Dir(filepath.Clean(dir))
+	probe, err := scratch.Dir(parent, "probe")
 	if err != nil {
-		return fmt.Errorf("creating output in %s: %w", parent, err)
+		return fmt.Errorf("creating output in %s: %w", parent, errors.Unwrap(err))
 	}
-	return os.Remove(probe)
+	return probe.Remove()
 }
 
 func (a *app) buildCommand() *cobra.Command {

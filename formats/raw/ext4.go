@@ -16,6 +16,7 @@ import (
 
 	"github.com/berth-dev/berth/formats"
 	"github.com/berth-dev/berth/formats/dirtree"
+	"github.com/berth-dev/berth/internal/scratch"
 )
 
 const (
@@ -86,12 +87,14 @@ func writeExt4(ctx context.Context, out *os.File, offset int64, src formats.Sour
 	if os.Geteuid() != 0 {
 		return 0, errors.New("an ext4 image needs root to stage owners, device nodes and capabilities (Debian 12's mke2fs cannot read a tar): run as root, or use squashfs")
 	}
-	stage, err := os.MkdirTemp(c.WorkDir, ".berth-raw-stage-")
+	// A scratch directory: if the job is killed, the next one removes it.
+	item, err := scratch.Dir(c.WorkDir, "stage")
 	if err != nil {
 		return 0, fmt.Errorf("staging directory: %w", err)
 	}
+	stage := item.Path
 	defer func() {
-		if err := os.RemoveAll(stage); err != nil {
+		if err := item.Remove(); err != nil {
 			c.Log.Warn("could not remove the ext4 staging tree", "dir", stage, "err", err)
 		}
 	}()

@@ -17,6 +17,7 @@ import (
 	"github.com/berth-dev/berth/formats"
 	"github.com/berth-dev/berth/formats/compress"
 	"github.com/berth-dev/berth/internal/ctxio"
+	"github.com/berth-dev/berth/internal/scratch"
 )
 
 // Options configure Write. The zero value makes an ext4 x86-64 image whose
@@ -307,13 +308,10 @@ func WriteCompressed(ctx context.Context, dst io.Writer, src formats.Source, opt
 	if dir == "" {
 		dir = os.TempDir()
 	}
-	tmp, err := os.CreateTemp(dir, ".berth-raw-*.img")
+	tmp, err := scratch.TempFile(dir)
 	if err != nil {
 		return fmt.Errorf("raw image: temporary file: %w", err)
 	}
-	// The name is only needed by nobody: drop it at once, so nothing is left
-	// behind whatever happens next.
-	os.Remove(tmp.Name())
 	defer tmp.Close()
 	if err := Write(ctx, tmp, src, opts); err != nil {
 		return err

@@ -82,10 +82,12 @@ func dirKey(dir string) (string, error) {
 	return "scratch\x00" + abs, nil
 }
 
-// create makes one item with mk (which gets the path and must fail with
-// fs.ErrExist on a collision) and locks it, under the directory's shared
-// creation lock.
-func create(parent, tag string, mk func(p string) error) (*Item, error) {
+// New makes one scratch item in parent with mk, which gets the path to
+// create and must fail with an error matching fs.ErrExist on a collision,
+// and locks it, under the directory's shared creation lock. Dir and File
+// cover the common cases; New is for items made otherwise (a btrfs
+// snapshot).
+func New(parent, tag string, mk func(p string) error) (*Item, error) {
 	key, err := dirKey(parent)
 	if err != nil {
 		return nil, err
@@ -128,7 +130,7 @@ func create(parent, tag string, mk func(p string) error) (*Item, error) {
 // Dir creates a scratch directory (mode 0700: nothing outside berth uses a
 // half-written tree) in parent.
 func Dir(parent, tag string) (*Item, error) {
-	it, err := create(parent, tag, func(p string) error { return os.Mkdir(p, 0o700) })
+	it, err := New(parent, tag, func(p string) error { return os.Mkdir(p, 0o700) })
 	if err != nil {
 		return nil, fmt.Errorf("creating a work directory in %s: %w", parent, err)
 	}
@@ -139,7 +141,7 @@ func Dir(parent, tag string) (*Item, error) {
 // and writing. Closing the file does not release the item.
 func File(parent, tag string, perm fs.FileMode) (*os.File, *Item, error) {
 	var f *os.File
-	it, err := create(parent, tag, func(p string) error {
+	it, err := New(parent, tag, func(p string) error {
 		var err error
 		f, err = os.OpenFile(p, os.O_RDWR|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, perm)
 		return err
@@ -268,6 +270,11 @@ func readNames(fd int) ([]string, error) {
 // immutable flags on the way so that read-only images (chattr +i, as
 // systemd marks them) can be removed too. A missing path is no error.
 func RemoveTree(p string) error {
+	if isSubvolume(p) {
+		if err := destroySubvolume(p); err == nil {
+			return nil
+		}
+	}
 	err := os.RemoveAll(p)
 	if err == nil {
 		return nil
@@ -310,4 +317,23 @@ func SetImmutable(p string, on bool) error {
 		return fmt.Errorf("setting inode flags: %w", err)
 	}
 	return nil
+}
+
+// TempFile returns an unnamed file in dir for data that is only needed
+// while the job runs (a spool, a staging image): nothing is left behind
+// whatever happens to the job. It uses O_TMPFILE, and where the file
+// system lacks it a scratch file that is unlinked at once (a job killed in
+// between leaves a scratch name, which Reap removes).
+func TempFile(dir string) (*os.File, error) {
+	fd, err := unix.Open(dir, unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
+	if err == nil {
+		return os.NewFile(uintptr(fd), filepath.Join(dir, "(unnamed)")), nil
+	}
+	f, it, err := File(dir, "tmp", 0o600)
+	if err != nil {
+		return nil, err
+	}
+	_ = os.Remove(it.Path)
+	it.Release()
+	return f, nil
 }
