@@ -193,10 +193,14 @@ func SettingsName(target string) string {
 //   - Unless NoSync, the tree and the settings file are on disk before
 //     either becomes visible, and the new names are on disk when Install
 //     returns.
-//   - The image and its settings file are installed both or neither: if
-//     the settings file cannot be put in place, the image is taken back.
+//   - The image and its settings file are installed both or neither: the
+//     settings file goes first (alone it is inert: no machine starts from
+//     it), then the image; if the image cannot be put in place, the
+//     settings file is taken back. Only a crash between the two renames
+//     can leave the settings file without its image.
 func (r *Root) Install(work, target string, opts InstallOptions) (err error) {
 	name := strings.TrimSuffix(target, ".raw")
+	dst := r.Path(target)
 	if opts.ReadOnly {
 		// Probe before anything is moved: a file system without
 		// FS_IMMUTABLE_FL must fail the job, not leave a writable image.
@@ -208,64 +212,51 @@ func (r *Root) Install(work, target string, opts InstallOptions) (err error) {
 			return fmt.Errorf("marking %s read-only: %w", name, err)
 		}
 	}
-	var settingsTmp string
-	if opts.Settings != nil {
-		f, it, err := scratch.File(r.Dir, "settings", 0o644)
+	if _, err := os.Lstat(dst); err == nil {
+		if !opts.Force {
+			return ExistsError(name, r.Dir)
+		}
+		// Neither the image nor its settings may change under a machine.
+		lock, err := machinelock.Exclusive(dst)
 		if err != nil {
-			return fmt.Errorf("settings file of %s: %w", name, err)
+			return r.inUse(name, err)
 		}
-		settingsTmp = it.Path
-		defer func() {
-			_ = os.Remove(it.Path) // left if the settings were not installed
-			it.Release()
-		}()
-		_, werr := f.Write(opts.Settings)
-		if cerr := f.Close(); werr == nil {
-			werr = cerr
+		defer lock.Release()
+	}
+	var settings *settingsSwap
+	if opts.Settings != nil {
+		if settings, err = r.writeSettings(name, opts.Settings); err != nil {
+			return err
 		}
-		if werr != nil {
-			return fmt.Errorf("writing the settings file of %s: %w", name, werr)
-		}
+		defer settings.cleanup()
 	}
 	if !opts.NoSync {
 		if err := durable.SyncFS(work); err != nil {
 			return fmt.Errorf("installing %s: %w", name, err)
 		}
 	}
-
-	dst := r.Path(target)
-	exchanged := false
-	err = unix.Renameat2(unix.AT_FDCWD, work, unix.AT_FDCWD, dst, unix.RENAME_NOREPLACE)
-	switch {
-	case err == nil:
-	case !errors.Is(err, unix.EEXIST):
-		return fmt.Errorf("installing %s: %w", name, err)
-	case !opts.Force:
-		return ExistsError(name, r.Dir)
-	default:
-		lock, err := machinelock.Exclusive(dst)
-		if err != nil {
-			return r.inUse(name, err)
-		}
-		defer lock.Release()
-		_ = scratch.SetImmutable(dst, false) // a read-only image cannot be swapped out otherwise
-		if err := unix.Renameat2(unix.AT_FDCWD, work, unix.AT_FDCWD, dst, unix.RENAME_EXCHANGE); err != nil {
-			return fmt.Errorf("replacing %s: %w", name, err)
-		}
-		exchanged = true // work now holds the old image
-	}
-	if settingsTmp != "" {
-		if err := r.installSettings(settingsTmp, name, opts.Force); err != nil {
-			// Both or neither: take the image back.
-			flags := uint(unix.RENAME_NOREPLACE)
-			if exchanged {
-				flags = unix.RENAME_EXCHANGE
-			}
-			if uerr := unix.Renameat2(unix.AT_FDCWD, dst, unix.AT_FDCWD, work, flags); uerr != nil {
-				return fmt.Errorf("%w; and %s could not be taken back: %v", err, name, uerr)
-			}
+	if settings != nil {
+		if err := settings.install(opts.Force, r.Log); err != nil {
 			return err
 		}
+	}
+
+	exchanged := false
+	err = unix.Renameat2(unix.AT_FDCWD, work, unix.AT_FDCWD, dst, unix.RENAME_NOREPLACE)
+	if errors.Is(err, unix.EEXIST) && opts.Force {
+		_ = scratch.SetImmutable(dst, false) // a read-only image cannot be swapped out otherwise
+		if err = unix.Renameat2(unix.AT_FDCWD, work, unix.AT_FDCWD, dst, unix.RENAME_EXCHANGE); err == nil {
+			exchanged = true // work now holds the old image
+		}
+	}
+	if err != nil {
+		if settings != nil {
+			settings.undo() // both or neither
+		}
+		if errors.Is(err, unix.EEXIST) {
+			return ExistsError(name, r.Dir)
+		}
+		return fmt.Errorf("installing %s: %w", name, err)
 	}
 	if !opts.NoSync {
 		if err := durable.SyncDir(r.Dir); err != nil {
@@ -289,24 +280,79 @@ func (r *Root) Install(work, target string, opts InstallOptions) (err error) {
 	return nil
 }
 
-// installSettings renames the written settings file to NAME.nspawn. An
-// existing one is kept unless force, as systemd-pull does.
-func (r *Root) installSettings(tmp, name string, force bool) error {
-	final := r.Path(name + ".nspawn")
-	var flags uint = unix.RENAME_NOREPLACE
-	if force {
-		flags = 0
+// settingsSwap is a settings file on its way to NAME.nspawn.
+type settingsSwap struct {
+	tmp, final string
+	item       *scratch.Item
+	installed  bool // final is ours now
+	exchanged  bool // ... and tmp holds the file it replaced
+}
+
+// writeSettings writes data to a scratch file in the image root.
+func (r *Root) writeSettings(name string, data []byte) (*settingsSwap, error) {
+	f, it, err := scratch.File(r.Dir, "settings", 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("settings file of %s: %w", name, err)
 	}
-	err := unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, final, flags)
-	if errors.Is(err, unix.EEXIST) {
-		r.Log.Warn("settings file already exists, not replacing it (use --force)", "path", final)
+	_, werr := f.Write(data)
+	if cerr := f.Close(); werr == nil {
+		werr = cerr
+	}
+	s := &settingsSwap{tmp: it.Path, final: r.Path(name + ".nspawn"), item: it}
+	if werr != nil {
+		s.cleanup()
+		return nil, fmt.Errorf("writing the settings file of %s: %w", name, werr)
+	}
+	return s, nil
+}
+
+// install renames the settings file to NAME.nspawn. An existing one is
+// kept unless force, as systemd-pull does; with force it is swapped out,
+// so undo can put it back.
+func (s *settingsSwap) install(force bool, log *slog.Logger) error {
+	// A symlink is replaced like a file (a rename never follows it); a
+	// directory or a device would be swapped into the scratch name.
+	if st, err := os.Lstat(s.final); err == nil && !st.Mode().IsRegular() && st.Mode()&os.ModeSymlink == 0 {
+		return fmt.Errorf("%s exists and is not a file: remove it first", s.final)
+	}
+	err := unix.Renameat2(unix.AT_FDCWD, s.tmp, unix.AT_FDCWD, s.final, unix.RENAME_NOREPLACE)
+	switch {
+	case err == nil:
+		s.installed = true
+	case errors.Is(err, unix.EEXIST) && !force:
+		log.Warn("settings file already exists, not replacing it (use --force)", "path", s.final)
 		return nil
+	case errors.Is(err, unix.EEXIST):
+		if err = unix.Renameat2(unix.AT_FDCWD, s.tmp, unix.AT_FDCWD, s.final, unix.RENAME_EXCHANGE); err == nil {
+			s.installed, s.exchanged = true, true
+		}
 	}
 	if err != nil {
-		return fmt.Errorf("installing the settings file of %s: %w", name, err)
+		return fmt.Errorf("installing the settings file %s: %w", filepath.Base(s.final), err)
 	}
-	r.Log.Info("installed settings", "path", final)
+	log.Info("installed settings", "path", s.final)
 	return nil
+}
+
+// undo takes the installed settings file back (restoring the one it
+// replaced).
+func (s *settingsSwap) undo() {
+	switch {
+	case s.exchanged:
+		_ = unix.Renameat2(unix.AT_FDCWD, s.tmp, unix.AT_FDCWD, s.final, unix.RENAME_EXCHANGE)
+	case s.installed:
+		_ = os.Remove(s.final)
+	}
+	s.installed, s.exchanged = false, false
+}
+
+// cleanup removes the scratch file (the unused new settings, or the
+// replaced old ones) and releases it.
+func (s *settingsSwap) cleanup() {
+	if !s.installed || s.exchanged {
+		_ = os.Remove(s.tmp)
+	}
+	s.item.Release()
 }
 
 // ExistsError is the error for an image name that is taken.
