@@ -14,6 +14,26 @@ import (
 	"github.com/berth-dev/berth/formats/dirtree/treecmp"
 )
 
+// TestMain lets tests run the real main in a child process (re-executing
+// the test binary with BERTH_MAIN_ARGS set): signals, exit codes and
+// kill -9 need a process of berth's own.
+func TestMain(m *testing.M) {
+	if args := os.Getenv("BERTH_MAIN_ARGS"); args != "" {
+		os.Args = append([]string{"berth"}, strings.Split(args, "\x1f")...)
+		main()
+		return
+	}
+	os.Exit(m.Run())
+}
+
+// berthProcess returns a command running berth with args in a child
+// process (see TestMain).
+func berthProcess(args ...string) *exec.Cmd {
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), "BERTH_MAIN_ARGS="+strings.Join(args, "\x1f"))
+	return cmd
+}
+
 // result of one in-process berth invocation.
 type result struct {
 	code           int

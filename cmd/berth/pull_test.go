@@ -206,11 +206,6 @@ func TestLockSerialises(t *testing.T) {
 // binary), sends SIGTERM in the middle of a download and checks that berth
 // exits promptly and leaves nothing in the image root.
 func TestSigtermLeavesNothing(t *testing.T) {
-	if args := os.Getenv("BERTH_MAIN_ARGS"); args != "" {
-		os.Args = append([]string{"berth"}, strings.Split(args, "\x1f")...)
-		main()
-		return
-	}
 	testenv.RequireRoot(t)
 	tree := smallTree(t)
 	srv := t.TempDir()
@@ -231,8 +226,7 @@ func TestSigtermLeavesNothing(t *testing.T) {
 	s.Start()
 	defer s.Close()
 	root := t.TempDir()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestSigtermLeavesNothing$")
-	cmd.Env = append(os.Environ(), "BERTH_MAIN_ARGS="+strings.Join([]string{"--image-root", root, "--no-progress", "pull-tar", "--verify=no", s.URL + "/slow.tar"}, "\x1f"))
+	cmd := berthProcess("--image-root", root, "--no-progress", "pull-tar", "--verify=no", s.URL+"/slow.tar")
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
