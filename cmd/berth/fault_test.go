@@ -320,3 +320,56 @@ func lineDiff(a, b string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// TestStalledStdinStopsOnSignal: a read blocked on a stalled pipe
+// (import-tar -) does not delay SIGTERM or SIGINT: berth stops within a
+// second and leaves nothing behind.
+func TestStalledStdinStopsOnSignal(t *testing.T) {
+	testenv.RequireRoot(t)
+	tree := smallTree(t)
+	var tarball bytes.Buffer
+	if r := berth(t, nil, "export-tar", tree+"/", "-"); r.code != 0 {
+		t.Fatal(r.stderr)
+	} else {
+		tarball.WriteString(r.stdout)
+	}
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
+		root := t.TempDir()
+		cmd := berthProcess("--image-root", root, "--no-progress", "import-tar", "-", "x")
+		pw, err := cmd.StdinPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		pw.Write(tarball.Bytes()[:tarball.Len()/2]) // then nothing: the pipe stalls
+		deadline := time.Now().Add(10 * time.Second)
+		for listing(t, root) == "" && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		time.Sleep(200 * time.Millisecond) // the reader is blocked by now
+		start := time.Now()
+		cmd.Process.Signal(sig)
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			cmd.Process.Kill()
+			t.Fatalf("%v: berth still blocked on standard input after 5 s", sig)
+		}
+		if el := time.Since(start); el > time.Second {
+			t.Errorf("%v: berth took %s to stop", sig, el)
+		}
+		pw.Close()
+		if !strings.Contains(stderr.String(), "interrupted") {
+			t.Errorf("%v: stderr %q", sig, stderr.String())
+		}
+		if l := listing(t, root); l != "" {
+			t.Errorf("%v: left %q in the image root", sig, l)
+		}
+	}
+}
