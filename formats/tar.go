@@ -43,7 +43,7 @@ func NewTarSource(r io.Reader) *TarSource {
 func (s *TarSource) Next() (*Entry, error) {
 	for {
 		h, err := s.tr.Next()
-		if errors.Is(err, io.EOF) {
+		if err == io.EOF { // archive/tar's own end, not an error of the stream below
 			more, err := s.endOfArchive()
 			if err != nil {
 				return nil, err
@@ -116,10 +116,14 @@ func (s *TarSource) endOfArchive() (more bool, err error) {
 	var blk [blockSize]byte
 	for {
 		n, err := io.ReadFull(s.r, blk[:])
-		if n == 0 && errors.Is(err, io.EOF) {
+		// Only io.ReadFull's own sentinels mean "the stream ended here";
+		// an error of the stream below (a decompressor's truncated
+		// stream, which wraps io.ErrUnexpectedEOF too, a failed check) is
+		// never mistaken for the end of the padding.
+		if n == 0 && err == io.EOF {
 			return false, nil
 		}
-		if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
+		if err != nil && err != io.ErrUnexpectedEOF {
 			return false, fmt.Errorf("reading tar trailer: %w", err)
 		}
 		if n < blockSize {

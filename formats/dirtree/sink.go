@@ -637,11 +637,12 @@ func (s *Sink) copyBody(fd int, r io.Reader, size int64) error {
 	for off < size {
 		n := int(min(int64(len(s.buf)), size-off))
 		m, err := io.ReadFull(r, s.buf[:n])
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			return fmt.Errorf("short body: got %d of %d bytes", off+int64(m), size)
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			return fmt.Errorf("body truncated: got %d of %d bytes: %w", off+int64(m), size, io.ErrUnexpectedEOF)
 		}
 		if err != nil {
-			return fmt.Errorf("read body: %w", err)
+			// The stream below says why (a truncated or corrupt download).
+			return fmt.Errorf("reading the body (%d of %d bytes): %w", off+int64(m), size, err)
 		}
 		chunk := s.buf[:m]
 		for i := 0; i < m; {
