@@ -8,11 +8,15 @@ VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 GOFLAGS_B := -trimpath -ldflags "-s -w -X main.version=$(VERSION)"
 
 # Debian packages the tests, the demo and the benchmarks run against.
-DEB_PKGS := nix-bin systemd-container busybox-static debootstrap gnupg xz-utils zstd \
+# nix-setup-systemd is only recommended by nix-bin, and deps installs
+# without recommends: it creates the nixbld build users and writes
+# /etc/nix/nix.conf (sandbox = false, which the test flakes' /bin/sh
+# builders need). libarchive-tools is bsdtar, an interop peer.
+DEB_PKGS := nix-bin nix-setup-systemd systemd-container busybox-static debootstrap gnupg xz-utils zstd \
             pigz bzip2 e2fsprogs squashfs-tools docker-registry attr acl libcap2-bin \
-            tar time ca-certificates fdisk gdisk openssl btrfs-progs skopeo
+            tar time ca-certificates fdisk gdisk openssl btrfs-progs skopeo libarchive-tools
 
-.PHONY: all build deps test test-short demo bench fuzz vet clean
+.PHONY: all build deps test test-short demo bench fuzz vet clean fresh-check
 
 all: build
 
@@ -77,6 +81,11 @@ demo: deps build
 # berth against systemd's importd tools and the CLI compressors, same run.
 bench: deps build
 	./scripts/bench.sh
+
+# The README's two commands on a fresh Debian 12 root (debootstrap, pivot_root
+# in new namespaces): proves that make deps installs all they need.
+fresh-check:
+	./scripts/fresh-check.sh
 
 clean:
 	rm -rf bin
