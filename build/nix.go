@@ -107,6 +107,10 @@ func Realise(ctx context.Context, in Input, log *slog.Logger) (string, error) {
 	case in.Toplevel != "":
 		return resolveToplevel(in.Toplevel)
 	case in.Flake != "":
+		ref, _, _ := splitFlake(in.Flake)
+		if err := checkFlakeRef(ref); err != nil {
+			return "", err
+		}
 		attr, _ := FlakeAttr(in.Flake)
 		args := []string{"--extra-experimental-features", "nix-command flakes", "build", "--json", "--no-link"}
 		args = append(args, in.optionArgs()...)
@@ -217,7 +221,11 @@ func runNix(ctx context.Context, log *slog.Logger, name string, args ...string) 
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		if msg := NixErrorSummary(stderr.Bytes()); msg != "" {
+		msg := NixErrorSummary(stderr.Bytes())
+		if hint := NixSetupHint(stderr.Bytes()); hint != "" {
+			return nil, fmt.Errorf("%s (Nix said: %s; %w)", hint, msg, err)
+		}
+		if msg != "" {
 			return nil, fmt.Errorf("%s (%w; run with --log-level=debug for Nix's full output)", msg, err)
 		}
 		return nil, fmt.Errorf("%w (Nix printed nothing)", err)
@@ -272,28 +280,50 @@ var ansi = regexp.MustCompile(`\x1b\[[0-9;?]*[A-Za-z]`)
 
 func stripANSI(b []byte) []byte { return ansi.ReplaceAll(b, nil) }
 
+// cascade matches Nix's error lines that only say that something else
+// failed ("1 dependencies of derivation ... failed to build", "build of
+// ... failed"): the error that matters is the one before them.
+var cascade = regexp.MustCompile(`^error: (\d+ dependencies of derivation .* failed to build|build of .* failed)`)
+
 // NixErrorSummary condenses Nix's standard error into one line: from the
-// last line that starts with "error:" to the end (the failing builder's log
-// tail included), with colour codes and runs of white space removed, at
-// most 600 bytes. Without an "error:" line it returns the last non-empty
-// lines.
+// last line that starts with "error:" and is not a mere consequence of an
+// earlier failure, to the end or the next such consequence (the failing
+// builder's log tail included), with colour codes and runs of white space
+// removed, at most 600 bytes. Without an "error:" line it returns the last
+// non-empty lines.
 func NixErrorSummary(stderr []byte) string {
 	lines := strings.Split(string(stripANSI(stderr)), "\n")
-	start := -1
+	start, end := -1, len(lines)
 	for i := len(lines) - 1; i >= 0; i-- {
-		if strings.HasPrefix(strings.TrimSpace(lines[i]), "error:") {
+		l := strings.TrimSpace(lines[i])
+		if !strings.HasPrefix(l, "error:") {
+			continue
+		}
+		if cascade.MatchString(l) {
+			if start < 0 {
+				end = i
+			}
+			continue
+		}
+		if start < 0 || i < start {
 			start = i
 			break
 		}
 	}
 	if start < 0 {
-		start = len(lines) - 3
-		if start < 0 {
-			start = 0
+		// Only consequences, or no error line at all.
+		for i, l := range lines {
+			if strings.HasPrefix(strings.TrimSpace(l), "error:") {
+				start, end = i, len(lines)
+				break
+			}
 		}
 	}
+	if start < 0 {
+		start = max(len(lines)-3, 0)
+	}
 	var parts []string
-	for _, l := range lines[start:] {
+	for _, l := range lines[start:end] {
 		l = strings.Join(strings.Fields(l), " ")
 		if l == "" || strings.HasPrefix(l, "For full logs, run") {
 			continue
@@ -315,4 +345,50 @@ func NixErrorSummary(stderr []byte) string {
 		s = s[:cut] + "..."
 	}
 	return s
+}
+
+var (
+	nixNoGroup     = regexp.MustCompile(`the group '([^']*)' specified in 'build-users-group' does not exist`)
+	nixSandboxSh   = regexp.MustCompile(`executing '(/bin/[^']+|/usr/bin/[^']+)': No such file or directory`)
+	nixSandboxFail = regexp.MustCompile(`(?i)(sandbox|cloning builder process|private mount namespace|user namespace).*(not permitted|not supported|denied|failed)`)
+	nixRegistry    = regexp.MustCompile(`cannot find flake '(?:flake:)?([^']*)' in the flake registries`)
+	nixNetwork     = regexp.MustCompile(`unable to download '[^']*': (Couldn't resolve host|Couldn't connect|Could not resolve|Connection refused|Timeout|SSL connect)`)
+)
+
+// NixSetupHint recognises, in Nix's standard error, a Nix installation or
+// invocation that cannot work here, and returns one line saying what is
+// wrong and what to do; "" when the failure is something else (a build
+// that fails on its own). It knows the wording of Debian's Nix 2.8 and of
+// current Nix.
+func NixSetupHint(stderr []byte) string {
+	s := string(stripANSI(stderr))
+	if m := nixNoGroup.FindStringSubmatch(s); m != nil {
+		return fmt.Sprintf("Nix's build users group %q does not exist: install nix-setup-systemd (it creates the nixbld group and users and /etc/nix/nix.conf), or set build-users-group empty in nix.conf for single-user Nix", m[1])
+	}
+	if m := nixSandboxSh.FindStringSubmatch(s); m != nil {
+		return fmt.Sprintf("the build ran in Nix's sandbox, where the host's %s does not exist: set sandbox = false in /etc/nix/nix.conf (nix-setup-systemd writes it) or pass the Nix option sandbox=false", m[1])
+	}
+	if nixSandboxFail.MatchString(s) {
+		return "Nix's build sandbox cannot run here (it needs user and mount namespaces): set sandbox = false in /etc/nix/nix.conf or pass the Nix option sandbox=false"
+	}
+	if m := nixRegistry.FindStringSubmatch(s); m != nil {
+		return fmt.Sprintf("Nix took %q for a name in the flake registries, not a path: write ./%s for a local directory (a path flake starts with ./ or /)", m[1], m[1])
+	}
+	if nixNetwork.MatchString(s) {
+		return "Nix needs the network (a substituter or a download) and cannot reach it, and what it needs is not in the local store: build offline with the Nix option substituters= (empty) where everything builds locally, or give this machine network access"
+	}
+	return ""
+}
+
+// checkFlakeRef catches a local directory written without "./": Nix would
+// look it up in the flake registries (and fetch the global registry from
+// the network) instead of reading the directory.
+func checkFlakeRef(ref string) error {
+	if ref == "" || strings.ContainsAny(ref[:1], "./~") || strings.Contains(ref, ":") {
+		return nil
+	}
+	if st, err := os.Stat(filepath.Join(ref, "flake.nix")); err == nil && st.Mode().IsRegular() {
+		return fmt.Errorf("flake reference %q is the directory ./%s, but Nix reads it as a name in the flake registries: write ./%s", ref, ref, ref)
+	}
+	return nil
 }

@@ -112,13 +112,29 @@ func TestNixErrorSummary(t *testing.T) {
 	}
 }
 
+func TestNixErrorSummaryCascade(t *testing.T) {
+	stderr := "error: builder for '/nix/store/b-fails.drv' failed with exit code 4;\n       last 1 log lines:\n       > fails on purpose\n" +
+		"error: 1 dependencies of derivation '/nix/store/c-top.drv' failed to build\n"
+	got := NixErrorSummary([]byte(stderr))
+	if got != "error: builder for '/nix/store/b-fails.drv' failed with exit code 4; last 1 log lines: > fails on purpose" {
+		t.Errorf("got %q", got)
+	}
+	if got := NixErrorSummary([]byte("error: 1 dependencies of derivation 'x' failed to build\n")); got == "" {
+		t.Error("a lone consequence is dropped")
+	}
+}
+
 func FuzzNixErrorSummary(f *testing.F) {
 	f.Add([]byte("error: x\n  y\n"))
+	f.Add([]byte("error: builder for 'a' failed\nerror: 1 dependencies of derivation 'b' failed to build\nerror: build of 'c' failed\n"))
 	f.Add([]byte("\x1b[1merror:\x1b[0m " + strings.Repeat("é", 400)))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		s := NixErrorSummary(in)
 		if strings.ContainsAny(s, "\n\r\x1b") || len(s) > 600 || (utf8.Valid(in) && !utf8.ValidString(s)) {
 			t.Fatalf("summary %q", s)
+		}
+		if h := NixSetupHint(in); strings.ContainsAny(h, "\n\r") {
+			t.Fatalf("hint %q", h)
 		}
 	})
 }
