@@ -55,8 +55,9 @@ say "2. a clone of $(git -C "$REPO" rev-parse --short HEAD), Go, CA certificates
 git clone -q "$REPO" "$ROOT/root/berth"
 mkdir -p "$ROOT/usr/local/go"
 cp -L /etc/resolv.conf "$ROOT/etc/resolv.conf"
-mkdir -p "$ROOT/etc/ssl/certs"
-cp -L /etc/ssl/certs/ca-certificates.crt "$ROOT/etc/ssl/certs/ca-certificates.crt"
+# The host's CA bundle (a proxy's CA may be in it): kept apart, because
+# installing ca-certificates in the root rewrites /etc/ssl/certs.
+cp -L "${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}" "$ROOT/etc/host-ca-certificates.crt"
 # What a user types on the fresh machine: the prerequisites the README
 # names, then the two commands. Everything else is make's business.
 cat > "$ROOT/root/fresh-run.sh" <<'INNER'
@@ -97,7 +98,7 @@ pivot_root . .oldroot
 umount -l /.oldroot
 rmdir /.oldroot
 cd /
-exec env -i STEPS="$STEPS" ${GOPROXY:+GOPROXY=$GOPROXY} TERM=dumb /root/fresh-run.sh
+exec env -i STEPS="$STEPS" ${GOPROXY:+GOPROXY=$GOPROXY} SSL_CERT_FILE=/etc/host-ca-certificates.crt TERM=dumb /root/fresh-run.sh
 '
 rc=$?
 set -e
