@@ -81,7 +81,7 @@ exit $rc
 INNER
 chmod 755 "$ROOT/root/fresh-run.sh"
 
-say "3. make demo and CI=true make test inside it (pivot_root, new mount and PID namespaces)"
+say "3. make $STEPS (CI=true for test) inside it (pivot_root, new mount and PID namespaces)"
 set +e
 STEPS="$STEPS" GOPROXY="${GOPROXY:-}" unshare --mount --pid --fork --propagation private /bin/bash -ec '
 R='"$ROOT"'
@@ -110,7 +110,7 @@ for f in demo test; do
 	tail -n 6 "$ROOT/root/$f.log"
 done
 if [ $rc = 0 ]; then
-	echo "fresh-check: PASSED: make demo and make test work on a fresh Debian 12 root"
+	echo "fresh-check: PASSED: make $(echo $STEPS | sed "s/ / and make /") on a fresh Debian 12 root"
 else
 	echo "fresh-check: FAILED (logs in $ROOT/root)"
 fi
